@@ -1,0 +1,294 @@
+"""Every check, both ways: it accepts the reference and other correct implementations, and
+rejects the stub and each misconception it names, with that diagnosis in its message.
+The misconceptions here are written as a learner would write them, independently of the
+grader's own re-creations."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from course_lib import attention as ref
+from course_lib.checks import (REGISTRY, check_causal_mask, check_multi_head_attention,
+                               check_scaled_dot_product_attention, check_softmax, hint, solution)
+
+pytestmark = pytest.mark.usefixtures("quiet_checks")
+
+
+def assert_diagnosed(result, key):
+    assert not result.passed and result.points == 0
+    assert result.misconception == key, (result.misconception, result.message)
+    assert REGISTRY[result.name].misconceptions[key] in result.message
+
+
+# ------------------------------------------------------------------ softmax
+def softmax_einsum_f64(x, dim=-1):  # correct, computed differently: float64 inside, logsumexp
+    y = x.double()
+    return torch.exp(y - torch.logsumexp(y, dim=dim, keepdim=True)).to(x.dtype)
+
+
+def softmax_torch(x, dim=-1):
+    return torch.softmax(x, dim=dim)
+
+
+@pytest.mark.parametrize("impl", [ref.softmax, softmax_einsum_f64, softmax_torch])
+def test_softmax_accepts_correct_implementations(impl):
+    r = check_softmax(impl)
+    assert r.passed and r.points == r.max_points == 2 and r.status == "passed", r.message
+
+
+def test_softmax_stub_is_not_attempted():
+    def softmax(x, dim=-1):
+        raise NotImplementedError()
+    r = check_softmax(softmax)
+    assert r.status == "not_attempted" and not r.passed and "not attempted" in r.message
+
+
+def naive(x, dim=-1):
+    return x.exp() / x.exp().sum(dim, keepdim=True)
+
+
+def last_axis_only(x, dim=-1):
+    e = (x - x.max(-1, keepdim=True).values).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+def whole_tensor(x, dim=-1):
+    e = (x - x.max()).exp()
+    return e / e.sum()
+
+
+def unnormalised(x, dim=-1):
+    return (x - x.amax(dim, keepdim=True)).exp()
+
+
+def in_place(x, dim=-1):
+    x -= x.amax(dim, keepdim=True)
+    return x.exp() / x.exp().sum(dim, keepdim=True)
+
+
+@pytest.mark.parametrize("impl,key", [(naive, "overflow"), (last_axis_only, "ignores_dim"),
+                                      (whole_tensor, "all_elements"), (unnormalised, "not_normalised"),
+                                      (in_place, "mutates_input")])
+def test_softmax_diagnoses_each_misconception(impl, key):
+    assert_diagnosed(check_softmax(impl), key)
+
+
+def test_softmax_names_misconceptions_that_are_all_tested():
+    assert set(REGISTRY["check_softmax"].misconceptions) == {
+        "overflow", "ignores_dim", "all_elements", "not_normalised", "mutates_input"}
+
+
+# ------------------------------------------------------------------ generic failure modes
+def test_learner_exception_shows_their_frames_not_the_graders():
+    def softmax(x, dim=-1):
+        return helper(x)
+
+    def helper(x):
+        return x.exp() / x.sum(dim=7)
+
+    r = check_softmax(softmax)
+    assert not r.passed and r.message.startswith("your code raised IndexError")
+    assert "in helper" in r.detail and "in softmax" in r.detail
+    assert "course_lib/checks" not in r.detail
+
+
+def test_none_return_wrong_dtype_and_nan_are_explained():
+    r = check_softmax(lambda x, dim=-1: None)
+    assert "should be a torch.Tensor, got NoneType" in r.message and "return" in r.message
+    r = check_softmax(lambda x, dim=-1: torch.softmax(x.double(), dim))
+    assert "dtype torch.float64, expected torch.float32" in r.message
+    r = check_softmax(lambda x, dim=-1: torch.softmax(x, dim) * float("nan"))
+    assert "NaN" in r.message
+    r = check_softmax(lambda x, dim=-1: torch.softmax(x, dim).sum(dim))
+    assert "shape" in r.message
+
+
+def test_check_never_raises_and_handles_non_callables():
+    assert not check_softmax(None).passed
+    assert "expected a function" in check_softmax(42).message
+
+
+def test_check_prints_one_line_verdict(capsys, monkeypatch):
+    from course_lib.checks import core
+    monkeypatch.setattr(core, "_QUIET", False)
+    check_softmax(ref.softmax)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["✅ check_softmax: passed all 5 cases [2/2 points]"]
+    check_softmax(naive)
+    out = capsys.readouterr().out
+    assert out.startswith("❌ check_softmax:") and "hint('check_softmax')" in out
+
+
+def test_hint_and_solution_print(capsys):
+    hint("softmax")
+    assert "💡 check_softmax" in capsys.readouterr().out
+    solution("check_softmax")
+    assert "def softmax" in capsys.readouterr().out
+    hint("nope")
+    assert "No check called" in capsys.readouterr().out
+
+
+def test_tolerance_scales_with_dtype():
+    from course_lib.checks.core import tolerances
+    assert tolerances(torch.float16)[0] > tolerances(torch.float32)[0] > tolerances(torch.float64)[0]
+
+
+# ------------------------------------------------------------------ scaled dot-product attention
+def sdpa_einsum(q, k, v, mask=None):  # correct, another formulation
+    s = torch.einsum("...qd,...kd->...qk", q / q.shape[-1] ** 0.5, k)
+    if mask is not None:
+        s = torch.where(mask, s, torch.finfo(s.dtype).min)
+    return torch.einsum("...qk,...kd->...qd", s.softmax(-1), v)
+
+
+def sdpa_torch(q, k, v, mask=None):
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("impl", [ref.scaled_dot_product_attention, sdpa_einsum, sdpa_torch])
+def test_sdpa_accepts_correct_implementations(impl):
+    r = check_scaled_dot_product_attention(impl)
+    assert r.passed, r.message
+
+
+def _learner_sdpa(q, k, v, mask=None, *, div=None, axis=-1, fill=float("-inf"), after=False, invert=False):
+    d = q.shape[-1]
+    scores = q @ k.transpose(-1, -2)
+    if div is not None:
+        scores = scores / div(d)
+    if mask is not None and not after:
+        scores = scores.masked_fill(mask if invert else ~mask, fill)
+    w = torch.softmax(scores, dim=axis)
+    if mask is not None and after:
+        w = w * mask
+    return w @ v
+
+
+SDPA_BAD = {
+    "no_scale": dict(div=None),
+    "scale_by_d": dict(div=lambda d: d),
+    "wrong_axis": dict(div=math.sqrt, axis=-2),
+    "mask_after_softmax": dict(div=math.sqrt, after=True),
+    "mask_fill_zero": dict(div=math.sqrt, fill=0.0),
+    "inverted_mask": dict(div=math.sqrt, invert=True),
+}
+
+
+@pytest.mark.parametrize("key", list(SDPA_BAD))
+def test_sdpa_diagnoses_each_misconception(key):
+    impl = lambda q, k, v, mask=None: _learner_sdpa(q, k, v, mask, **SDPA_BAD[key])  # noqa: E731
+    assert_diagnosed(check_scaled_dot_product_attention(impl), key)
+
+
+def test_sdpa_named_misconceptions_are_all_tested():
+    assert set(REGISTRY["check_scaled_dot_product_attention"].misconceptions) == set(SDPA_BAD) | {"mutates_input"}
+
+
+def test_sdpa_in_place_mask_fill_is_caught():
+    def impl(q, k, v, mask=None):
+        q /= math.sqrt(q.shape[-1])
+        return torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+    assert_diagnosed(check_scaled_dot_product_attention(impl), "mutates_input")
+
+
+def test_sdpa_stub():
+    def impl(q, k, v, mask=None):
+        raise NotImplementedError
+    assert check_scaled_dot_product_attention(impl).status == "not_attempted"
+
+
+# ------------------------------------------------------------------ causal mask
+@pytest.mark.parametrize("impl", [ref.causal_mask, lambda T: torch.arange(T)[:, None] >= torch.arange(T)[None, :],
+                                  lambda T: ~torch.ones(T, T, dtype=torch.bool).triu(1)])
+def test_causal_mask_accepts_correct_implementations(impl):
+    assert check_causal_mask(impl).passed
+
+
+@pytest.mark.parametrize("impl,key", [
+    (lambda T: torch.ones(T, T, dtype=torch.bool).triu(1), "inverted"),
+    (lambda T: torch.ones(T, T, dtype=torch.bool).tril(-1), "no_diagonal"),
+    (lambda T: torch.full((T, T), float("-inf")).triu(1), "additive_float"),
+    (lambda T: torch.ones(T, T).tril(), "float_ones"),
+])
+def test_causal_mask_diagnoses_each_misconception(impl, key):
+    assert_diagnosed(check_causal_mask(impl), key)
+
+
+def test_causal_mask_named_misconceptions_are_all_tested():
+    assert set(REGISTRY["check_causal_mask"].misconceptions) == {"inverted", "no_diagonal", "additive_float", "float_ones"}
+
+
+# ------------------------------------------------------------------ multi-head attention
+class LearnerMHA(nn.Module):
+    """A learner's module; the flags reproduce one mistake each."""
+    split_bad = merge_bad = False
+    scale = "head"
+
+    def __init__(self, d_model, n_heads):
+        super().__init__()
+        self.n_heads = n_heads
+        self.q_proj, self.k_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+        self.v_proj, self.o_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+
+    def forward(self, x, mask=None):
+        B, T, C = x.shape
+        H, D = self.n_heads, C // self.n_heads
+
+        def split(t):
+            return t.reshape(B, H, T, D) if self.split_bad else t.reshape(B, T, H, D).permute(0, 2, 1, 3)
+
+        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        s = q @ k.transpose(-1, -2)
+        s = s / math.sqrt({"head": D, "model": C, "none": 1}[self.scale])
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        y = s.softmax(-1) @ v
+        y = y.reshape(B, T, C) if self.merge_bad else y.permute(0, 2, 1, 3).reshape(B, T, C)
+        return self.o_proj(y)
+
+
+class LearnerNoBias(LearnerMHA):
+    def __init__(self, d_model, n_heads):
+        super().__init__(d_model, n_heads)
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(self, n, nn.Linear(d_model, d_model, bias=False))
+
+
+@pytest.mark.parametrize("impl", [ref.MultiHeadAttention, LearnerMHA, LearnerNoBias])
+def test_mha_accepts_correct_implementations(impl):
+    r = check_multi_head_attention(impl)
+    assert r.passed, r.message
+
+
+@pytest.mark.parametrize("flags,key", [(dict(split_bad=True), "split_heads_wrong"),
+                                       (dict(merge_bad=True), "merge_heads_wrong"),
+                                       (dict(scale="model"), "scale_by_d_model"),
+                                       (dict(scale="none"), "no_scale")])
+def test_mha_diagnoses_each_misconception(flags, key):
+    bad = type("Bad", (LearnerMHA,), flags)
+    assert_diagnosed(check_multi_head_attention(bad), key)
+
+
+def test_mha_named_misconceptions_are_all_tested():
+    assert set(REGISTRY["check_multi_head_attention"].misconceptions) == {
+        "split_heads_wrong", "merge_heads_wrong", "scale_by_d_model", "no_scale"}
+
+
+def test_mha_structure_errors_are_explained():
+    class Fused(nn.Module):
+        def __init__(self, d, h):
+            super().__init__()
+            self.qkv = nn.Linear(d, 3 * d)
+
+    r = check_multi_head_attention(Fused)
+    assert "no nn.Linear called `q_proj`" in r.message
+    r = check_multi_head_attention(LearnerMHA(8, 2))
+    assert "pass the class itself" in r.message
+
+    class Stub(nn.Module):
+        def __init__(self, d, h):
+            super().__init__()
+            raise NotImplementedError()
+
+    assert check_multi_head_attention(Stub).status == "not_attempted"
