@@ -1,8 +1,16 @@
-"""Graders for the exercises: ``check_<exercise>(your_code)``, ``hint(name)``, ``solution(name)``."""
+"""Graders for the exercises: ``check_<exercise>(your_code)``, ``hint(name)``, ``solution(name)``.
+
+Every module in this package that registers checks is imported here, so a new lesson's
+checks are importable as ``from course_lib.checks import check_...`` without editing this file.
+"""
+import importlib as _importlib
+import pkgutil as _pkgutil
+
 from .core import REGISTRY, RESULTS, CheckResult, hint, solution  # noqa: F401
-from .attention import (  # noqa: F401
-    check_causal_mask,
-    check_multi_head_attention,
-    check_scaled_dot_product_attention,
-    check_softmax,
-)
+
+for _mod in _pkgutil.iter_modules(__path__):
+    if _mod.name not in ("core", "cases"):
+        _importlib.import_module(f"{__name__}.{_mod.name}")
+
+globals().update(REGISTRY_FUNCS := {name: c.func for name, c in REGISTRY.items()})
+__all__ = ["REGISTRY", "RESULTS", "CheckResult", "hint", "solution", *sorted(REGISTRY_FUNCS)]
