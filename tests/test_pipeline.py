@@ -76,7 +76,7 @@ def test_lessons_and_solutions_store_real_outputs_without_errors(rel):
 
 def test_readme_course_map_is_current():
     readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "README's course map is stale: paste course_lib.course_map.markdown_table()"
+    assert markdown_table() in readme, "README's course map is stale: run `python -m course_lib.tools.notebooks --no-run` or paste course_lib.course_map.markdown_table()"
 
 
 def test_course_map_lists_every_lesson_and_exercise():

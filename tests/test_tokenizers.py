@@ -1,0 +1,132 @@
+"""Tokenizers against independent references: a slow full-recount BPE trainer, Hugging Face
+`tokenizers` trained on the same text, and the real all-MiniLM-L6-v2 BertTokenizerFast."""
+from collections import Counter
+
+import pytest
+import regex
+
+from course_lib.data import shakespeare_text
+from course_lib.tokenizers import (GPT2_SPLIT, ByteBPETokenizer, CharTokenizer, WordPieceTokenizer,
+                                   merge_pair, minilm_vocab_path)
+
+SAMPLES = ["Hello, World! It's 3.14159 o'clock.", "Café déjà vu — naïve résumé", "你好，世界！",
+           "emoji 🎉 and tabs\tand\nnewlines", "hyphen-ated_words and https://x.org/a?b=c",
+           "ÀÉÎÕÜ ﬁ ligature", "   leading and trailing spaces   ", "MiXeD CaSe, UPPER: lower; 123abc",
+           "don't won't y'all isn't", "a\u0000b\u200bc control\u0007chars", ""]
+
+
+def test_char_tokenizer_round_trip_and_clear_error():
+    tok = CharTokenizer.train("hello world")
+    assert tok.decode(tok.encode("low hello")) == "low hello" and tok.vocab_size == 8
+    with pytest.raises(ValueError, match="'z' is not in this tokenizer's vocabulary"):
+        tok.encode("zebra")
+
+
+@pytest.mark.parametrize("ids,pair,new,expected", [
+    ([1, 2, 3, 1, 2], (1, 2), 9, [9, 3, 9]), ([5, 5, 5], (5, 5), 7, [7, 5]), ([5, 5, 5, 5], (5, 5), 7, [7, 7]),
+    ([], (1, 2), 3, []), ([1], (1, 2), 3, [1])])
+def test_merge_pair(ids, pair, new, expected):
+    assert merge_pair(ids, pair, new) == expected
+
+
+def slow_bpe(text, n_merges):
+    """Reference trainer: recount every pair from scratch before each merge (no incremental updates)."""
+    words = Counter(m.encode() for m in regex.findall(GPT2_SPLIT, text))
+    seqs = {w: list(w) for w in words}
+    vocab = [bytes([i]) for i in range(256)]
+    merges = []
+    for _ in range(n_merges):
+        counts = Counter()
+        for w, ids in seqs.items():
+            for p in zip(ids, ids[1:]):
+                counts[p] += words[w]
+        if not counts:
+            break
+        best = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))
+        merges.append(best)
+        vocab.append(vocab[best[0]] + vocab[best[1]])
+        seqs = {w: merge_pair(ids, best, 255 + len(merges)) for w, ids in seqs.items()}
+    return merges
+
+
+def test_bpe_incremental_training_equals_full_recount():
+    text = shakespeare_text(30_000)
+    fast = ByteBPETokenizer.train(text, 256 + 200)
+    assert fast.merges == slow_bpe(text, 200)
+
+
+def test_bpe_ties_go_to_the_lexicographically_greater_pair():
+    tok = ByteBPETokenizer.train("ab cd", 257)  # (a,b), (' ',c), (c,d) all occur once
+    assert tok.vocab[256] == b"cd"
+
+
+def test_bpe_round_trips_any_text_and_keeps_special_tokens_whole(tmp_path):
+    special = "<|endoftext|>"
+    text = special.join(shakespeare_text(20_000).split("\n\n"))
+    tok = ByteBPETokenizer.train(text, 400, [special])
+    assert all(b"<|" not in v and b"|>" not in v for v in tok.vocab[256:]), "a special token was merged"
+    for s in SAMPLES + [text[:3000], f"a{special}b {special}"]:
+        assert tok.decode(tok.encode(s)) == s
+    ids = tok.encode(f"x{special}y")
+    assert ids.count(tok.special_tokens[special]) == 1 and tok.vocab_size == 400
+    tok.save(tmp_path / "bpe.json")
+    again = ByteBPETokenizer.load(tmp_path / "bpe.json")
+    assert again.encode(text[:5000]) == tok.encode(text[:5000])
+    with pytest.raises(ValueError, match="smaller than the 256 byte tokens"):
+        ByteBPETokenizer.train("abc", 200)
+
+
+def test_bpe_compared_with_hugging_face_tokenizers():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    text = shakespeare_text(200_000)
+    ours = ByteBPETokenizer.train(text, 1000)
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.train_from_iterator([text], trainers.BpeTrainer(
+        vocab_size=1000, min_frequency=1, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    byte_of = {c: b for b, c in _bytes_to_unicode().items()}
+    hf_vocab = {bytes(byte_of[c] for c in tok) for tok in hf.get_vocab()}
+    our_vocab = set(ours.vocab)
+    overlap = len(hf_vocab & our_vocab) / len(our_vocab)
+    sample = shakespeare_text(300_000)[200_000:]
+    ours_bpt = len(sample.encode()) / len(ours.encode(sample))
+    hf_bpt = len(sample.encode()) / len(hf.encode(sample).ids)
+    print(f"vocab overlap {overlap:.1%}; bytes/token on held-out text: ours {ours_bpt:.3f}, HF {hf_bpt:.3f}")
+    assert hf.decode(hf.encode(sample).ids) == sample and ours.decode(ours.encode(sample)) == sample
+    assert overlap > 0.95 and abs(ours_bpt - hf_bpt) / hf_bpt < 0.02
+
+
+def _bytes_to_unicode():
+    """GPT-2's printable stand-ins for the 256 bytes (how HF byte-level vocabularies spell tokens)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, n = keep[:], 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(keep, map(chr, chars)))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from transformers import BertTokenizerFast
+    ours = WordPieceTokenizer.from_vocab_file(minilm_vocab_path())
+    return ours, BertTokenizerFast.from_pretrained(str(minilm_vocab_path().parent))
+
+
+def test_wordpiece_equals_the_real_minilm_tokenizer(minilm):
+    ours, hf = minilm
+    lines = [l for l in shakespeare_text(60_000).splitlines() if l][:400]
+    long_word = "x" * 120
+    for s in SAMPLES + lines + [long_word, "Straße ΑΒΓ Привет мир"]:
+        assert ours.encode(s) == hf(s)["input_ids"], s
+    assert ours.vocab_size == hf.vocab_size == 30522
+    assert ours.decode(ours.encode("unbelievable tokenizers")) == "unbelievable tokenizers"
+
+
+def test_wordpiece_rejects_a_non_bert_vocab():
+    with pytest.raises(ValueError, match="no '\\[CLS\\]' token"):
+        WordPieceTokenizer(["a", "b"])
