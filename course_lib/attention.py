@@ -48,12 +48,40 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T_k)
 
 
+def sliding_window_mask(T: int, window: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, T) bool band: query i may attend to keys i-window+1 .. i, i.e. the token itself and
+    the window-1 tokens before it (Mistral's sliding window; window=T gives the causal mask)."""
+    if T < 1 or window < 1:
+        raise ValueError(f"sliding_window_mask needs T >= 1 and window >= 1, got T={T}, window={window}.")
+    pos = torch.arange(T, device=device)  # (T,)
+    return position_mask(pos, pos, causal=True, window=window)  # (T, T)
+
+
+def position_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool = True,
+                  window: int | None = None) -> torch.Tensor:
+    """(T_q, T_k) bool mask from absolute positions (needed once a KV cache holds earlier
+    tokens): causal keeps keys at k <= q; a window also drops keys at k <= q - window."""
+    dist = q_pos[:, None] - k_pos[None, :]  # (T_q, T_k): how far back each key is
+    keep = dist >= 0 if causal or window is not None else torch.ones_like(dist, dtype=torch.bool)
+    if window is not None:
+        if window < 1:
+            raise ValueError(f"window={window}: expected a positive number of tokens (e.g. window=4096).")
+        keep = keep & (dist < window)
+    return keep  # (T_q, T_k)
+
+
 # --------------------------------------------------------------------------- attention
 def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None,
-                      scale: float | None = None) -> torch.Tensor:
-    """softmax(q kᵀ / sqrt(D) + mask): (..., T_q, D), (..., T_k, D) -> (..., T_q, T_k)."""
+                      scale: float | None = None, *, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q kᵀ / sqrt(D) + bias + mask): (..., T_q, D), (..., T_k, D) -> (..., T_q, T_k).
+    `bias` is an additive float (ALiBi, T5 relative bias) broadcastable to (..., T_q, T_k)."""
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T_q, T_k)
+    if bias is not None:
+        if not bias.is_floating_point():
+            raise TypeError(f"bias must be a float tensor added to the scores, got {bias.dtype}; "
+                            "a bool 'may attend' tensor belongs in `mask`.")
+        scores = scores + bias
     if mask is not None:
         if mask.dtype != torch.bool:
             raise TypeError(
@@ -96,6 +124,7 @@ class AttentionConfig:
     n_kv_heads: int | None = None  # None = same as n_heads (plain multi-head attention)
     bias: bool = True
     dropout: float = 0.0
+    head_dim_override: int | None = None  # None = d_model // n_heads (Gemma-style models set it)
 
     def __post_init__(self):
         check_positive(self, "d_model", "n_heads")
@@ -103,7 +132,9 @@ class AttentionConfig:
             self.n_kv_heads = self.n_heads
         check_positive(self, "n_kv_heads")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
-        if self.d_model % self.n_heads:
+        if self.head_dim_override is not None:
+            check_positive(self, "head_dim_override")
+        elif self.d_model % self.n_heads:
             raise ConfigError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}: every head "
                 f"gets d_model // n_heads channels. Choose d_model as a multiple of n_heads "
@@ -119,19 +150,20 @@ class AttentionConfig:
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_dim_override or self.d_model // self.n_heads
 
 
 class MultiHeadAttention(nn.Module):
     """Multi-head self-attention with separate q/k/v/o projections (names as in HF Llama).
 
     With ``n_kv_heads`` < ``n_heads`` it is grouped-query attention (GQA); with 1 it is MQA.
+    K/V heads are shared by consecutive query heads (``repeat_kv``), the order Hugging Face uses.
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None,
-                 bias: bool = True, dropout: float = 0.0):
+                 bias: bool = True, dropout: float = 0.0, head_dim: int | None = None):
         super().__init__()
-        self.config = cfg = AttentionConfig(d_model, n_heads, n_kv_heads, bias, dropout)
+        self.config = cfg = AttentionConfig(d_model, n_heads, n_kv_heads, bias, dropout, head_dim)
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_proj = nn.Linear(d_model, cfg.n_heads * cfg.head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, cfg.n_kv_heads * cfg.head_dim, bias=bias)
@@ -144,21 +176,50 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, T, n, self.head_dim).transpose(1, 2)  # (B, T, n*D) -> (B, n, T, D)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                is_causal: bool = False, return_weights: bool = False):
-        """x (B, T, C); mask bool broadcastable to (B, H, T, T), True = may attend."""
+                is_causal: bool = False, return_weights: bool = False, *,
+                rotary=None, bias: torch.Tensor | None = None, cache=None, window: int | None = None):
+        """x (B, T, C); mask bool broadcastable to (B, H, T, T_k), True = may attend.
+
+        rotary: RoPE for q and k, either ``(cos, sin)`` of the new tokens, each (T, D) or (B, T, D)
+                in Hugging Face's "half" layout, or a callable ``rotary(x, positions) -> x``.
+        bias:   additive float scores (ALiBi, T5 relative bias), broadcastable to (B, H, T, T_k).
+        cache:  a ``course_lib.kv_cache.KVCache``: the new keys/values are appended to it (before
+                repeat_kv, so it stores H_kv heads) and positions continue from ``cache.seq_len``.
+        window: sliding-window attention (implies causal): position p sees keys p-window+1 .. p.
+        """
         if x.dim() != 3 or x.size(-1) != self.config.d_model:
             raise ValueError(f"expected x of shape (B, T, {self.config.d_model}), got {tuple(x.shape)}.")
         B, T, C = x.shape
+        offset = 0 if cache is None else cache.seq_len
+        positions = torch.arange(offset, offset + T, device=x.device)  # (T,)
         q = self.split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, D)
         k = self.split_heads(self.k_proj(x), self.n_kv_heads)  # (B, H_kv, T, D)
         v = self.split_heads(self.v_proj(x), self.n_kv_heads)  # (B, H_kv, T, D)
-        k = repeat_kv(k, self.n_heads // self.n_kv_heads)  # (B, H, T, D)
-        v = repeat_kv(v, self.n_heads // self.n_kv_heads)  # (B, H, T, D)
-        if is_causal:
-            causal = causal_mask(T, device=x.device)  # (T, T)
-            mask = causal if mask is None else mask & causal
-        weights = torch.nan_to_num(attention_weights(q, k, mask), nan=0.0)  # (B, H, T, T)
+        if rotary is not None:
+            q, k = self.rotate(q, rotary, positions), self.rotate(k, rotary, positions)
+        k_pos = positions
+        if cache is not None:
+            k, v = cache.update(k, v)  # (B, H_kv, T_k, D): every key so far
+            k_pos = cache.key_positions.to(x.device)  # (T_k,)
+        k = repeat_kv(k, self.n_heads // self.n_kv_heads)  # (B, H, T_k, D)
+        v = repeat_kv(v, self.n_heads // self.n_kv_heads)  # (B, H, T_k, D)
+        if is_causal or window is not None:
+            allowed = position_mask(positions, k_pos, causal=True, window=window)  # (T, T_k)
+            mask = allowed if mask is None else mask & allowed
+        weights = attention_weights(q, k, mask, bias=bias)  # (B, H, T, T_k)
+        weights = torch.nan_to_num(weights, nan=0.0)  # fully masked rows
         y = self.dropout(weights) @ v  # (B, H, T, D)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H*D)
+        y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, H, T, D) -> (B, T, H*D)
         y = self.o_proj(y)  # (B, T, C)
         return (y, weights) if return_weights else y
+
+    @staticmethod
+    def rotate(x: torch.Tensor, rotary, positions: torch.Tensor) -> torch.Tensor:
+        """Apply RoPE to q or k (B, H, T, D) given as (cos, sin) or as a callable (see forward)."""
+        if callable(rotary):
+            return rotary(x, positions)
+        if isinstance(rotary, (tuple, list)) and len(rotary) == 2:
+            from course_lib.positional import apply_rotary  # lesson 02's RoPE
+            return apply_rotary(x, rotary[0], rotary[1], layout="half")
+        raise TypeError("rotary must be (cos, sin) from course_lib.positional.rope_cos_sin(..., "
+                        f"layout='half') or a callable rotary(x, positions); got {type(rotary).__name__}.")

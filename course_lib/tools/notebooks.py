@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-run", action="store_true", help="only refresh headers and pairs; keep no outputs")
     args = ap.parse_args(argv)
     scripts = args.paths or sorted((ROOT / "notebooks").glob("*.py")) + sorted((ROOT / "solutions").glob("*.py"))
+    start_here = ROOT / "notebooks" / "00_start_here.py"
+    if start_here.resolve() not in [s.resolve() for s in scripts]:
+        scripts.append(start_here)  # it shows the course map, whose status changes with every lesson
     for s in scripts:
         secs = build(s, run=not args.no_run)
         print(f"{s.relative_to(ROOT) if s.is_absolute() else s}: {secs:.1f} s", flush=True)

@@ -1,0 +1,25 @@
+"""Root pytest set-up, loaded for any pytest run in this repository (notebooks alone too):
+notebooks run headless (widgets store a static figure that nbval can compare), and the run
+ends with each notebook's total time."""
+import os
+from collections import defaultdict
+
+os.environ.setdefault("COURSE_LIB_HEADLESS", "1")
+os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+_durations = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::")[0]
+    if path.endswith(".ipynb"):
+        _durations[path] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _durations:
+        terminalreporter.section("notebook run times (nbval)")
+        for path, secs in sorted(_durations.items()):
+            terminalreporter.write_line(f"{secs:7.1f} s  {path}")
+        terminalreporter.write_line(f"{sum(_durations.values()):7.1f} s  total")

@@ -1,0 +1,124 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from course_lib.attention import MultiHeadAttention
+from course_lib.config import ConfigError
+from course_lib.training import Trainer, TrainConfig, clip_grad_norm, cosine_lr, param_groups
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab=11, d=16, T=16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Embedding(T, d)
+        self.norm = nn.LayerNorm(d)
+        self.attn = MultiHeadAttention(d, 2)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.tok.weight  # tied
+
+    def forward(self, idx):
+        x = self.tok(idx) + self.pos(torch.arange(idx.size(1)))  # (B, T, C)
+        x = x + self.attn(self.norm(x), is_causal=True)
+        return self.head(x)  # (B, T, V)
+
+
+def data(n=3000, seed=0):
+    rng = np.random.default_rng(seed)  # a learnable sequence: repeating pattern with noise
+    base = np.tile(np.arange(10), n // 10)
+    noise = rng.random(len(base)) < 0.05
+    base[noise] = 10
+    return base.astype(np.uint16)
+
+
+def test_cosine_lr_shape():
+    lrs = [cosine_lr(s, 10, 100, 1.0, 0.1) for s in range(120)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
+    assert lrs[100] == pytest.approx(0.1) and lrs[119] == 0.1
+    assert lrs[55] == pytest.approx(0.1 + 0.5 * (1 + math.cos(math.pi * 0.5)) * 0.9)
+    assert all(a >= b for a, b in zip(lrs[10:100], lrs[11:101]))
+    assert cosine_lr(0, 0, 10, 1.0, 0.0) == 1.0
+
+
+def test_clip_grad_norm_matches_torch():
+    torch.manual_seed(0)
+    a, b = nn.Linear(5, 7), nn.Linear(5, 7)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 5)
+    for m in (a, b):
+        (m(x) ** 2).sum().backward()
+    ours = clip_grad_norm(a.parameters(), 0.5)
+    theirs = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.5)
+    assert torch.allclose(ours, theirs)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-7)
+
+
+def test_param_groups_decay_only_matrices_and_count_tied_once():
+    m = TinyLM()
+    decay, no_decay = param_groups(m, 0.1)
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert id(m.tok.weight) in ids(no_decay["params"]) and id(m.pos.weight) in ids(no_decay["params"])
+    assert id(m.norm.weight) in ids(no_decay["params"]) and id(m.attn.q_proj.bias) in ids(no_decay["params"])
+    assert id(m.attn.q_proj.weight) in ids(decay["params"])
+    n = len(decay["params"]) + len(no_decay["params"])
+    assert n == len(list(m.parameters()))  # parameters() already yields the tied weight once
+
+
+def cfg(**kw):
+    base = dict(max_steps=20, batch_size=8, block_size=16, warmup=4, eval_interval=10, eval_iters=2,
+                device="cpu", progress=False, lr=3e-3, min_lr=3e-4)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_lowers_the_loss():
+    torch.manual_seed(0)
+    tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=60))
+    first = tr.evaluate()
+    tr.train()
+    assert tr.history.val_loss[-1] < 0.6 * first
+    assert len(tr.history.train_loss) == 60 and tr.history.tokens == 60 * 8 * 16
+
+
+def test_resume_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    straight = Trainer(TinyLM(), data(), data(seed=1), cfg())
+    init = {k: v.clone() for k, v in straight.model.state_dict().items()}
+    straight.train()
+
+    torch.manual_seed(123)  # a different global state before resuming must not matter
+    m = TinyLM()
+    m.load_state_dict(init)
+    first = Trainer(m, data(), data(seed=1), cfg())
+    first.train(steps=10)
+    first.save(tmp_path / "ckpt.pt")
+    torch.manual_seed(999)
+    m2 = TinyLM()
+    resumed = Trainer(m2, data(), data(seed=1), cfg())
+    resumed.load(tmp_path / "ckpt.pt")
+    resumed.train()
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert straight.history.train_loss == resumed.history.train_loss
+
+
+def test_grad_accumulation_and_bf16_run():
+    torch.manual_seed(0)
+    tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=4, grad_accum=2, amp="bf16"))
+    tr.train()
+    assert tr.history.tokens == 4 * 2 * 8 * 16 and all(np.isfinite(tr.history.train_loss))
+
+
+@pytest.mark.parametrize("kw,match", [(dict(warmup=50), "warmup=50"), (dict(amp="fp8"), "amp='fp8'"),
+                                      (dict(min_lr=1.0), "min_lr=1.0"), (dict(grad_clip=0), "grad_clip=0")])
+def test_bad_config(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        cfg(**kw)
+
+
+def test_fp16_on_cpu_is_explained():
+    with pytest.raises(ConfigError, match="fp16' needs a CUDA device"):
+        Trainer(TinyLM(), data(), data(seed=1), cfg(amp="fp16"))
