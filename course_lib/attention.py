@@ -161,9 +161,11 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, *, n_kv_heads: int | None = None,
-                 bias: bool = True, dropout: float = 0.0, head_dim: int | None = None):
+                 bias: bool = True, dropout: float = 0.0, head_dim: int | None = None,
+                 scale: float | None = None):
         super().__init__()
         self.config = cfg = AttentionConfig(d_model, n_heads, n_kv_heads, bias, dropout, head_dim)
+        self.scale = scale  # None = 1/sqrt(D); T5 uses 1.0 (its init absorbs the scale)
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_proj = nn.Linear(d_model, cfg.n_heads * cfg.head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, cfg.n_kv_heads * cfg.head_dim, bias=bias)
@@ -177,7 +179,8 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 is_causal: bool = False, return_weights: bool = False, *,
-                rotary=None, bias: torch.Tensor | None = None, cache=None, window: int | None = None):
+                rotary=None, bias: torch.Tensor | None = None, cache=None, window: int | None = None,
+                kv: torch.Tensor | None = None):
         """x (B, T, C); mask bool broadcastable to (B, H, T, T_k), True = may attend.
 
         rotary: RoPE for q and k, either ``(cos, sin)`` of the new tokens, each (T, D) or (B, T, D)
@@ -186,6 +189,8 @@ class MultiHeadAttention(nn.Module):
         cache:  a ``course_lib.kv_cache.KVCache``: the new keys/values are appended to it (before
                 repeat_kv, so it stores H_kv heads) and positions continue from ``cache.seq_len``.
         window: sliding-window attention (implies causal): position p sees keys p-window+1 .. p.
+        kv:     cross-attention: keys and values come from this (B, T_k, C) tensor (the encoder
+                output) instead of x; see CrossAttention.
         """
         if x.dim() != 3 or x.size(-1) != self.config.d_model:
             raise ValueError(f"expected x of shape (B, T, {self.config.d_model}), got {tuple(x.shape)}.")
@@ -193,11 +198,12 @@ class MultiHeadAttention(nn.Module):
         offset = 0 if cache is None else cache.seq_len
         positions = torch.arange(offset, offset + T, device=x.device)  # (T,)
         q = self.split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, D)
-        k = self.split_heads(self.k_proj(x), self.n_kv_heads)  # (B, H_kv, T, D)
-        v = self.split_heads(self.v_proj(x), self.n_kv_heads)  # (B, H_kv, T, D)
+        src = x if kv is None else self._check_kv(kv, B, rotary, cache)
+        k = self.split_heads(self.k_proj(src), self.n_kv_heads)  # (B, H_kv, T_k, D)
+        v = self.split_heads(self.v_proj(src), self.n_kv_heads)  # (B, H_kv, T_k, D)
         if rotary is not None:
             q, k = self.rotate(q, rotary, positions), self.rotate(k, rotary, positions)
-        k_pos = positions
+        k_pos = positions if kv is None else torch.arange(kv.size(1), device=x.device)  # (T_k,)
         if cache is not None:
             k, v = cache.update(k, v)  # (B, H_kv, T_k, D): every key so far
             k_pos = cache.key_positions.to(x.device)  # (T_k,)
@@ -206,12 +212,21 @@ class MultiHeadAttention(nn.Module):
         if is_causal or window is not None:
             allowed = position_mask(positions, k_pos, causal=True, window=window)  # (T, T_k)
             mask = allowed if mask is None else mask & allowed
-        weights = attention_weights(q, k, mask, bias=bias)  # (B, H, T, T_k)
+        weights = attention_weights(q, k, mask, self.scale, bias=bias)  # (B, H, T, T_k)
         weights = torch.nan_to_num(weights, nan=0.0)  # fully masked rows
         y = self.dropout(weights) @ v  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, H, T, D) -> (B, T, H*D)
         y = self.o_proj(y)  # (B, T, C)
         return (y, weights) if return_weights else y
+
+    def _check_kv(self, kv: torch.Tensor, B: int, rotary, cache) -> torch.Tensor:
+        if kv.dim() != 3 or kv.size(0) != B or kv.size(-1) != self.config.d_model:
+            raise ValueError(f"kv (the memory to attend to) must have shape ({B}, T_k, {self.config.d_model}), "
+                             f"got {tuple(kv.shape)}.")
+        if rotary is not None or cache is not None:
+            raise ValueError("cross-attention (kv=...) takes no rotary and no KV cache: its keys are the "
+                             "encoder's, the same at every decoding step.")
+        return kv
 
     @staticmethod
     def rotate(x: torch.Tensor, rotary, positions: torch.Tensor) -> torch.Tensor:
@@ -223,3 +238,14 @@ class MultiHeadAttention(nn.Module):
             return apply_rotary(x, rotary[0], rotary[1], layout="half")
         raise TypeError("rotary must be (cos, sin) from course_lib.positional.rope_cos_sin(..., "
                         f"layout='half') or a callable rotary(x, positions); got {type(rotary).__name__}.")
+
+
+class CrossAttention(MultiHeadAttention):
+    """Encoder-decoder attention (Vaswani et al. 2017, §3.2.3): queries from the decoder states x
+    (B, T, C), keys and values from the encoder output `memory` (B, T_enc, C). ``mask`` is
+    usually the encoder's padding mask (B, 1, 1, T_enc). Called as ``cross_attn(x, memory, ...)``
+    by ``course_lib.blocks.Block``."""
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None = None,
+                return_weights: bool = False, *, bias: torch.Tensor | None = None):
+        return super().forward(x, mask, return_weights=return_weights, bias=bias, kv=memory)

@@ -57,3 +57,20 @@ def describe_device(device: torch.device | None = None) -> str:
     if device.type == "mps":
         return "mps: Apple GPU"
     return f"cpu: {torch.get_num_threads()} threads"
+
+
+class single_thread:
+    """`with single_thread():` run on one CPU thread, so that float sums happen in the same order
+    on every machine: a notebook's printed losses are then reproducible to the last digit."""
+
+    def __init__(self, n: int = 1):
+        self.n = n
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+        return False

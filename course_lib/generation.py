@@ -48,3 +48,53 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         logits = top_p_filter(logits, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (B,)
+
+
+def _logits(out) -> torch.Tensor:
+    return getattr(out, "logits", out)
+
+
+@torch.no_grad()
+def generate(model, idx: torch.Tensor, n: int, use_cache: bool = True, temperature: float = 0.0,
+             top_k: int | None = None, top_p: float | None = None,
+             stop_tokens: tuple[int, ...] | list[int] = (), generator: torch.Generator | None = None,
+             max_context: int | None = None) -> torch.Tensor:
+    """Append up to `n` tokens to `idx` (B, T). temperature 0 = greedy.
+
+    With `use_cache`, the prompt is run once (prefill) and each new token is fed alone while
+    the model's KV cache (`model.new_cache()`) holds the keys and values of everything before:
+    one token of work per step instead of the whole sequence. Without it, the whole (cropped)
+    sequence is recomputed each step; so is it once the sequence reaches the model's context
+    length (`max_positions`), keeping the last `max_context` tokens. Generation stops early when every row has produced one of
+    `stop_tokens` (rows that stopped are padded with their stop token).
+    """
+    if idx.dim() != 2:
+        raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}.")
+    if n < 0:
+        raise ValueError(f"n={n}: expected the number of tokens to generate (>= 0).")
+    max_context = max_context or getattr(getattr(model, "config", None), "max_positions", None)
+    was_training = model.training
+    model.eval()
+    stop = torch.tensor(list(stop_tokens), device=idx.device, dtype=idx.dtype)
+    done = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+    cache = model.new_cache() if use_cache else None
+    step_input = idx
+    for _ in range(n):
+        if use_cache and max_context is not None and idx.size(1) >= max_context:
+            use_cache = False  # the context is full: from now on recompute the last max_context tokens
+        if use_cache:
+            logits = _logits(model(step_input, cache=cache))[:, -1]  # (B, V): only the new position
+        else:
+            context = idx if max_context is None else idx[:, -max_context:]  # (B, <=T_max)
+            logits = _logits(model(context))[:, -1]  # (B, V)
+        nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+        if len(stop):
+            last = idx[:, -1]
+            nxt = torch.where(done, last, nxt)  # finished rows repeat their stop token
+            done = done | torch.isin(nxt, stop)
+        idx = torch.cat([idx, nxt[:, None]], dim=1)  # (B, T+1)
+        step_input = nxt[:, None]  # (B, 1): the cache holds the rest
+        if len(stop) and bool(done.all()):
+            break
+    model.train(was_training)
+    return idx

@@ -72,6 +72,32 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# --------------------------------------------------------------------------- memory
+def enable_gradient_checkpointing(model: nn.Module) -> int:
+    """Checkpoint every block in `model.blocks`: its activations are not kept for backward but
+    recomputed from the block's input (Chen et al. 2016) — memory per block drops to its input,
+    at the price of one more forward pass. The module tree and state_dict are unchanged.
+    Returns the number of blocks wrapped."""
+    from torch.utils.checkpoint import checkpoint
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__} has no `.blocks` to checkpoint; gradient checkpointing "
+                         "wraps each transformer block of a course_lib model.")
+    for block in blocks:
+        if getattr(block, "_checkpointed", False):
+            continue
+        original = block.forward
+
+        def forward(x, *args, _original=original, _block=block, **kwargs):
+            if _block.training and torch.is_grad_enabled():
+                return checkpoint(_original, x, *args, use_reentrant=False, **kwargs)
+            return _original(x, *args, **kwargs)
+
+        block.forward = forward
+        block._checkpointed = True
+    return len(blocks)
+
+
 # --------------------------------------------------------------------------- config
 @dataclass
 class TrainConfig:
@@ -88,6 +114,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (fp16 needs CUDA)
     eval_interval: int = 50
     eval_iters: int = 20
+    grad_checkpointing: bool = False  # recompute each block's activations in backward (less memory)
     seed: int = 1337
     device: str | None = None  # None: course_lib.get_device()
     progress: bool = True
@@ -138,6 +165,8 @@ class Trainer:
             raise ConfigError("amp='fp16' needs a CUDA device (fp16 on CPU is slow and unsupported here); "
                               "use amp='bf16' or 'none'.")
         self.model = model.to(self.device)
+        if cfg.grad_checkpointing:
+            enable_gradient_checkpointing(model)
         self.train_data, self.val_data = train_data, val_data
         fused = self.device.type == "cuda"
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,

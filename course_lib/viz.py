@@ -7,6 +7,17 @@ import numpy as np
 import torch
 
 
+# Colour-blind-safe colours (Okabe & Ito's palette) for every plot with several series; heat maps use
+# single-hue or blue-red maps (Blues, Greens, viridis, RdBu), never a red-green pair.
+SAFE_COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+
+
+def _safe(*axes):
+    """Use the colour-blind-safe colours for the next series drawn on these axes."""
+    for ax in axes:
+        ax.set_prop_cycle(color=SAFE_COLOURS)
+
+
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, dtype=float)
 
@@ -99,6 +110,7 @@ def plot_buckets(relative_position, curves: dict, ax=None, title: str = "T5 rela
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 3.2))
     x = _np(relative_position)
+    _safe(ax)
     for label, buckets in curves.items():
         ax.step(x, _np(buckets), where="mid", label=label)
     ax.axvline(0, color="grey", lw=0.5)
@@ -141,6 +153,7 @@ def plot_activations(fns: dict, x_range: tuple[float, float] = (-4.0, 4.0), deri
     if axes is None:
         _, axes = plt.subplots(1, 2 if derivative else 1, figsize=(11 if derivative else 5.5, 3.6), squeeze=False)
         axes = axes[0]
+    _safe(*axes)
     for name, f in fns.items():
         y = f(x)
         (dy,) = torch.autograd.grad(y.sum(), x)
@@ -163,6 +176,7 @@ def plot_token_stats(stats: dict, axes=None):
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     n = len(stats)
+    _safe(*axes)
     for i, (label, (mean, var)) in enumerate(stats.items()):
         T = len(_np(mean))
         pos = np.arange(T) + (i - (n - 1) / 2) * 0.8 / n
@@ -181,6 +195,7 @@ def plot_per_layer(curves: dict, ylabel: str, title: str, ax=None, logy: bool = 
     """One line per setting (name -> values per layer, bottom layer first)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6))
+    _safe(ax)
     for name, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, "o-", ms=3, label=name)
     if logy:
@@ -198,6 +213,7 @@ def plot_scaling(Ts, series: dict, ylabel: str, ax=None, title: str | None = Non
     if ax is None:
         fig, ax = plt.subplots(figsize=(5, 3.6))
     Ts = np.asarray(Ts, dtype=float)
+    _safe(ax)
     for name, ys in series.items():
         ax.plot(Ts, ys, "o-", label=name)
     y0 = min(float(np.asarray(ys, dtype=float)[0]) for ys in series.values())
@@ -210,4 +226,132 @@ def plot_scaling(Ts, series: dict, ylabel: str, ax=None, title: str | None = Non
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
+    return ax.figure
+
+
+# ------------------------------------------------------------------ lesson 08: mixture of experts
+def plot_routing(weights, dropped=None, tokens: list[str] | None = None, ax=None, title: str = "routing weights"):
+    """Tokens × experts heat map of the combine weights (N, E), 0 where a token did not pick the
+    expert; `dropped` (N, E) bool marks assignments that overflowed their expert's capacity with ×."""
+    w = _np(weights)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.5 * w.shape[1] + 2, 0.28 * w.shape[0] + 1.2))
+    im = ax.imshow(w, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    if dropped is not None:
+        rows, cols = np.nonzero(_np(dropped))
+        ax.scatter(cols, rows, marker="x", color="crimson", s=30)
+        title += "\n(× = dropped: the expert was full)"
+    ax.set_xlabel("expert")
+    ax.set_ylabel("token")
+    ax.set_xticks(range(w.shape[1]))
+    if tokens is not None:
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.figure.colorbar(im, ax=ax, fraction=0.05)
+    return ax.figure
+
+
+def plot_expert_load(load, capacity: int | None = None, ax=None, title: str = "expert load"):
+    """Bar chart of assignments per expert (E,), with the capacity as a dashed line."""
+    load = _np(load)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(range(len(load)), load, color="steelblue")
+    if capacity is not None:
+        ax.axhline(capacity, color="crimson", ls="--", label=f"capacity = {capacity}")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(load)))
+    ax.set_xlabel("expert")
+    ax.set_ylabel("tokens routed")
+    ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def plot_expert_shares(shares, ax=None, title: str = "share of assignments per expert"):
+    """Stacked area of each expert's share of the assignments over training, shares (steps, E)."""
+    s = _np(shares)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    ax.stackplot(np.arange(len(s)), s.T, colors=SAFE_COLOURS[:s.shape[1]] if s.shape[1] <= 8 else None, labels=[f"expert {e}" for e in range(s.shape[1])])
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, len(s) - 1)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("share")
+    ax.set_title(title, fontsize=9)
+    return ax.figure
+
+
+def plot_history(history, title: str = "training", ax=None, label: str = ""):
+    """Train loss (thin, every step) and validation loss (dots, every evaluation) of a Trainer."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        _safe(ax)
+    ax.plot(history.steps, history.train_loss, lw=0.8, alpha=0.6, label=f"{label} train".strip())
+    ax.plot(history.eval_steps, history.val_loss, "o-", label=f"{label} validation".strip())
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.set_title(title)
+    ax.legend()
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+# ------------------------------------------------------------------ lesson 06: model families
+_ARCH_COLOURS = {"emb": "#f6d8ae", "norm": "#d6e9f8", "attn": "#f4b6b6", "cross": "#e8b6f4", "ffn": "#f9e3a3",
+                 "head": "#eeeeee"}
+
+
+def _stack(ax, x: float, items: list[tuple[str, str]], n_layers: str, block_range: tuple[int, int], title: str):
+    """Boxes bottom -> top at column x; items[block_range] are framed as the repeated block."""
+    for i, (text, kind) in enumerate(items):
+        ax.add_patch(plt.Rectangle((x - 1.3, i * 0.8), 2.6, 0.62, fc=_ARCH_COLOURS[kind], ec="#555555", lw=0.8))
+        ax.text(x, i * 0.8 + 0.31, text, ha="center", va="center", fontsize=7.5)
+        if i:
+            ax.annotate("", (x, i * 0.8), (x, i * 0.8 - 0.18), arrowprops=dict(arrowstyle="->", lw=0.7))
+    lo, hi = block_range
+    ax.add_patch(plt.Rectangle((x - 1.45, lo * 0.8 - 0.1), 2.9, (hi - lo) * 0.8 + 0.02, fill=False, ec="k",
+                               lw=1.2, ls="--"))
+    ax.text(x + 1.55, (lo + hi) * 0.4, f"× {n_layers}", va="center", fontsize=9, fontweight="bold")
+    ax.text(x, len(items) * 0.8 + 0.1, title, ha="center", fontsize=9, fontweight="bold")
+
+
+def _sublayers(desc: dict, cross: bool = False) -> list[tuple[str, str]]:
+    norm, post = desc["norm"], desc["placement"].startswith("post")
+    masked = "causal" in desc["attention"] and not desc["layout"].startswith("encoder")
+    attn = "window self-attn" if "window" in desc["attention"] else ("masked " if masked else "") + "self-attn"
+    extra = {"R": ", RoPE on q, k", "r": ", + rel. bias"}.get(desc["positions"][0], "")
+    parts = [(f"{attn} + residual\n{desc['heads']}{extra}", "attn")]
+    if cross:
+        parts.append(("cross-attn + residual\nK, V from the encoder", "cross"))
+    parts.append((f"FFN + residual\n{desc['ffn']}", "ffn"))
+    out = []
+    for text, kind in parts:
+        out += [(text, kind), (norm, "norm")] if post else [(norm, "norm"), (text, kind)]
+    return out
+
+
+def plot_architecture(desc: dict, ax=None):
+    """A block diagram drawn from ``course_lib.models.compare.describe(config)``."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.6 if desc["layout"] != "encoder-decoder" else 6.6, 5.2))
+    pos = "" if desc["positions"].startswith(("RoPE", "relative")) else f" + {desc['positions']}"
+    emb = [(f"token embedding{pos}", "emb")]
+    final = [] if desc["placement"].startswith("post") else [(f"final {desc['norm']}", "norm")]
+    if desc["layout"] == "encoder-decoder":
+        n_enc, n_dec = desc["layers"].split("+")
+        enc, dec = _sublayers({**desc, "attention": "bidir"}), _sublayers(desc, cross=True)
+        _stack(ax, 0, emb + enc + final, n_enc, (1, 1 + len(enc)), "encoder")
+        _stack(ax, 3.6, emb + dec + final + [(f"LM head ({desc['lm head']})", "head")], n_dec,
+               (1, 1 + len(dec)), "decoder")
+        ax.annotate("", (2.3, 4 * 0.8 + 0.31), (1.3, (len(enc) + 1) * 0.8 + 0.31),
+                    arrowprops=dict(arrowstyle="->", color="purple", lw=1.2, connectionstyle="arc3,rad=-0.2"))
+        ax.set_xlim(-1.6, 5.6)
+    else:
+        body = _sublayers(desc)
+        head = (f"LM head ({desc['lm head']})", "head")
+        _stack(ax, 0, emb + body + final + [head], desc["layers"], (1, 1 + len(body)), desc["layout"])
+        ax.set_xlim(-1.6, 2.1)
+    ax.set_ylim(-0.2, 9.8 * 0.8)
+    ax.set_title(f"{desc['name']} ({desc['params']} parameters)", fontsize=10)
+    ax.axis("off")
     return ax.figure

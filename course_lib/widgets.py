@@ -334,3 +334,110 @@ def pattern_explorer(T: int = 32):
 
     box = W.VBox([W.HBox([pattern, layers]), W.HBox([window, stride]), out])
     show_live_or_static(box, [pattern, window, stride, layers], redraw, static=static_view)
+
+
+# ------------------------------------------------------------------ lesson 08: mixture of experts
+def routing_picture(n_experts: int = 8, k: int = 2, capacity_factor: float = 1.25, skew: float = 0.0,
+                    n_tokens: int = 16, d_model: int = 16, seed: int = 0):
+    """Route `n_tokens` random tokens through a random router: heat map of the combine weights
+    (× = dropped for lack of capacity) and the load per expert against its capacity."""
+    from course_lib.moe import capacity_mask, expert_capacity, expert_load, top_k_routing
+    from course_lib.viz import plot_expert_load, plot_routing
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_tokens, d_model, generator=g)  # (N, C)
+    router = torch.randn(n_experts, d_model, generator=g) / math.sqrt(d_model)  # (E, C)
+    logits = x @ router.T  # (N, E)
+    logits[:, 0] += skew  # a router that favours expert 0
+    weights, idx = top_k_routing(logits, k)  # (N, k)
+    capacity = expert_capacity(n_tokens, n_experts, k, capacity_factor)
+    kept = capacity_mask(idx, n_experts, capacity)  # (N, k)
+    dense = torch.zeros(n_tokens, n_experts).scatter(1, idx, weights * kept)  # (N, E)
+    dropped = torch.zeros(n_tokens, n_experts, dtype=torch.bool).scatter(1, idx, ~kept)  # (N, E)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
+    plot_routing(dense, dropped, ax=a, title=f"{n_tokens} tokens, top-{k} of {n_experts} experts")
+    plot_expert_load(expert_load(idx, n_experts), capacity, ax=b,
+                     title=f"{int((~kept).sum())} of {kept.numel()} assignments dropped\n"
+                           f"{int((~kept.any(-1)).sum())} tokens skip every expert")
+    fig.tight_layout()
+    return fig
+
+
+def routing_explorer():
+    """Top-k routing live: the number of experts, k, the capacity factor and a skew towards expert 0."""
+    n_exp = W.IntSlider(value=8, min=2, max=16, description="experts")
+    k = W.IntSlider(value=2, min=1, max=4, description="top-k")
+    cf = W.FloatSlider(value=1.25, min=0.25, max=3.0, step=0.25, description="capacity ×")
+    skew = W.FloatSlider(value=0.0, min=0.0, max=4.0, step=0.25, description="skew → e0")
+    out = W.Output()
+
+    def redraw(*_):
+        k.max = n_exp.value
+        with out:
+            out.clear_output(wait=True)
+            plt.show(routing_picture(n_exp.value, min(k.value, n_exp.value), cf.value, skew.value))
+
+    def static_view():
+        fig = routing_picture()
+        fig.suptitle("static view: 8 experts, top-2, capacity factor 1.25; run the notebook to change them",
+                     fontsize=9)
+        plt.show(fig)
+
+    box = W.VBox([W.HBox([n_exp, k]), W.HBox([cf, skew]), out])
+    show_live_or_static(box, [n_exp, k, cf, skew], redraw, static=static_view)
+
+
+# ------------------------------------------------------------------ training: a live loss plot
+def live_loss_plot(title: str = "training"):
+    """A callback for `Trainer.train(callback=...)`: live, it redraws the train/val loss curves at
+    every evaluation; headless it draws nothing (call `plot_history` once training is done)."""
+    from course_lib.viz import plot_history
+    out = W.Output()
+    if not is_headless():
+        display(out)
+
+    def callback(trainer):
+        if is_headless():
+            return
+        with out:
+            out.clear_output(wait=True)
+            plt.show(plot_history(trainer.history, title=title))
+
+    return callback
+
+
+# ------------------------------------------------------------------ lesson 07: a real BERT's attention
+def attention_map_explorer(tokens: list[str], maps: dict[str, tuple], static_heads: tuple = ((0, 0), (2, 5), (5, 9))):
+    """Attention of every layer and head of one or more models on one sentence.
+    `maps[name]` = one (H, T, T) tensor per layer (e.g. Bert(..., output_attentions=True).attentions
+    of a single sentence). Pick the model, layer and head; headless, a few (layer, head) pairs
+    are shown side by side for every model."""
+    names = list(maps)
+    L, H = len(maps[names[0]]), maps[names[0]][0].shape[0]
+    model = W.ToggleButtons(options=names, value=names[0], description="model")
+    layer = W.IntSlider(value=0, min=0, max=L - 1, description="layer")
+    head = W.IntSlider(value=0, min=0, max=H - 1, description="head")
+    out = W.Output()
+
+    def draw(name: str, l: int, h: int, ax):
+        plot_attention(maps[name][l][h], tokens, ax=ax, annotate=False, title=f"{name}: layer {l}, head {h}")
+
+    def redraw(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(0.42 * len(tokens) + 2.4, 0.42 * len(tokens) + 1.6))
+            draw(model.value, layer.value, head.value, ax)
+            fig.tight_layout()
+            plt.show(fig)
+
+    def static_view():
+        fig, axes = plt.subplots(len(names), len(static_heads), squeeze=False,
+                                 figsize=(4.2 * len(static_heads), 4.2 * len(names)))
+        for i, name in enumerate(names):
+            for j, (l, h) in enumerate(static_heads):
+                draw(name, min(l, L - 1), min(h, H - 1), axes[i, j])
+        fig.suptitle("static view: the same (layer, head) pairs in each model", fontsize=9)
+        fig.tight_layout()
+        plt.show(fig)
+
+    box = W.VBox([model, W.HBox([layer, head]), out])
+    show_live_or_static(box, [model, layer, head], redraw, static=static_view)

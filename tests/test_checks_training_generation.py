@@ -194,3 +194,77 @@ def test_top_p_named_all_tested_and_stub():
     def f(logits, p, generator, temperature=1.0):
         raise NotImplementedError
     assert check_sample_top_p(f).status == "not_attempted"
+
+
+# ------------------------------------------------------------------ generate
+from course_lib.checks import check_generate  # noqa: E402
+from course_lib.generation import generate  # noqa: E402
+
+
+def gen_ref(model, idx, n, use_cache=True):
+    return generate(model, idx, n, use_cache=use_cache)
+
+
+def gen_manual(model, idx, n, use_cache=True):  # correct, written by hand with explicit positions
+    cache = model.new_cache() if use_cache else None
+    logits = model(idx, cache=cache).logits[:, -1]
+    for i in range(n):
+        nxt = logits.argmax(-1, keepdim=True)
+        idx = torch.cat([idx, nxt], dim=1)
+        if i == n - 1:
+            break
+        if use_cache:
+            pos = torch.full((idx.size(0), 1), idx.size(1) - 1)
+            logits = model(nxt, cache=cache, position_ids=pos).logits[:, -1]
+        else:
+            logits = model(idx).logits[:, -1]
+    return idx
+
+
+def _loop(model, idx, n, use_cache, feed):
+    cache = model.new_cache() if use_cache else None
+    step = idx
+    for _ in range(n):
+        logits = feed(model, idx, step, cache) if use_cache else model(idx).logits[:, -1]
+        nxt = logits.argmax(-1)
+        idx = torch.cat([idx, nxt[:, None]], 1)
+        step = nxt[:, None]
+    return idx
+
+
+def gen_positions_restart(model, idx, n, use_cache=True):
+    return _loop(model, idx, n, use_cache, lambda m, full, step, c: m(
+        step, cache=c, position_ids=torch.arange(step.size(1))).logits[:, -1])
+
+
+def gen_refeed(model, idx, n, use_cache=True):
+    return _loop(model, idx, n, use_cache, lambda m, full, step, c: m(full, cache=c).logits[:, -1])
+
+
+def gen_ignores_cache(model, idx, n, use_cache=True):
+    return _loop(model, idx, n, False, None)
+
+
+def gen_drops_prompt(model, idx, n, use_cache=True):
+    return gen_ref(model, idx, n, use_cache)[:, idx.size(1):]
+
+
+@pytest.mark.parametrize("impl", [gen_ref, gen_manual])
+def test_generate_accepts(impl):
+    assert check_generate(impl).passed
+
+
+@pytest.mark.parametrize("impl,key", [(gen_positions_restart, "positions_not_advanced"),
+                                      (gen_refeed, "refeeds_whole_sequence"),
+                                      (gen_ignores_cache, "ignores_cache"), (gen_drops_prompt, "drops_prompt")])
+def test_generate_diagnoses(impl, key):
+    assert diagnosed(check_generate(impl), key)
+
+
+def test_generate_named_all_tested_and_stub():
+    assert set(REGISTRY["check_generate"].misconceptions) == {
+        "positions_not_advanced", "refeeds_whole_sequence", "ignores_cache", "drops_prompt"}
+
+    def f(model, idx, n, use_cache=True):
+        raise NotImplementedError
+    assert check_generate(f).status == "not_attempted"

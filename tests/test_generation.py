@@ -39,3 +39,64 @@ def test_sample_next_greedy_seeded_and_errors():
         top_p_filter(logits, 1.5)
     with pytest.raises(ValueError, match="top_k=0"):
         top_k_filter(logits, 0)
+
+
+def _gpt():
+    from course_lib.models import GPT
+    torch.manual_seed(0)
+    return GPT(vocab_size=50, max_positions=96, d_model=48, n_layers=3, n_heads=4).eval()
+
+
+def test_cached_generation_equals_full_recomputation():
+    from course_lib.generation import generate
+    model = _gpt()
+    idx = torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(1))
+    a, b = generate(model, idx, 40, use_cache=True), generate(model, idx, 40, use_cache=False)
+    assert torch.equal(a, b)
+    # logits of every generated position: one full forward pass vs the cached steps
+    cache = model.new_cache()
+    with torch.no_grad():
+        steps = [model(a[:, :7], cache=cache).logits[:, -1]]
+        for t in range(7, a.size(1) - 1):
+            steps.append(model(a[:, t:t + 1], cache=cache).logits[:, -1])
+        full = model(a[:, :-1]).logits[:, 6:]
+    err = (torch.stack(steps, 1) - full).abs().max().item()
+    print(f"GPT cached vs full logits: max abs error {err:.1e}")
+    assert err <= 1e-5
+
+
+def test_generation_sampling_stop_tokens_and_errors():
+    from course_lib.generation import generate
+    model = _gpt()
+    idx = torch.zeros(2, 3, dtype=torch.long)
+    a = generate(model, idx, 20, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    b = generate(model, idx, 20, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (2, 23)
+    greedy = generate(model, idx, 20)
+    stop = int(greedy[0, 5])
+    out = generate(model, idx, 20, stop_tokens=[stop])
+    assert (out[0] == stop).any() and out.shape[1] <= 23
+    long_cached = generate(model, torch.zeros(1, 90, dtype=torch.long), 20)  # runs past the context
+    assert torch.equal(long_cached, generate(model, torch.zeros(1, 90, dtype=torch.long), 20, use_cache=False))
+
+
+@pytest.mark.parametrize("window", [None, 6])
+def test_cached_generation_equals_full_recomputation_llama(window):
+    """LLaMA (RoPE with offsets, GQA) and Mistral (sliding window, rolling cache)."""
+    from course_lib.generation import generate
+    from course_lib.models.llama import Llama, LlamaConfig
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=50, d_model=48, n_layers=2, n_heads=4, n_kv_heads=2,
+                              d_ff=96, max_positions=128, sliding_window=window)).eval()
+    idx = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(2))
+    a, b = generate(model, idx, 30, use_cache=True), generate(model, idx, 30, use_cache=False)
+    assert torch.equal(a, b)
+    cache = model.new_cache()
+    with torch.no_grad():
+        steps = [model(a[:, :5], cache=cache).logits[:, -1]]
+        for t in range(5, a.size(1) - 1):
+            steps.append(model(a[:, t:t + 1], cache=cache).logits[:, -1])
+        full = model(a[:, :-1]).logits[:, 4:]
+    err = (torch.stack(steps, 1) - full).abs().max().item()
+    print(f"Llama (window={window}) cached vs full logits: max abs error {err:.1e}")
+    assert err <= 1e-5

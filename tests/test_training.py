@@ -122,3 +122,30 @@ def test_bad_config(kw, match):
 def test_fp16_on_cpu_is_explained():
     with pytest.raises(ConfigError, match="fp16' needs a CUDA device"):
         Trainer(TinyLM(), data(), data(seed=1), cfg(amp="fp16"))
+
+
+def test_gradient_checkpointing_same_gradients_less_memory():
+    from course_lib.efficient_attention import peak_memory
+    from course_lib.models import GPT
+    from course_lib.training import enable_gradient_checkpointing, lm_loss
+
+    def grads_and_peak(ckpt):
+        torch.manual_seed(0)
+        m = GPT(vocab_size=30, max_positions=128, d_model=64, n_layers=4, n_heads=4)
+        if ckpt:
+            assert enable_gradient_checkpointing(m) == 4
+        x = torch.randint(0, 30, (8, 128), generator=torch.Generator().manual_seed(1))
+
+        def step():
+            lm_loss(m, x[:, :-1], x[:, 1:]).backward()
+        _, peak = peak_memory(step)
+        return [p.grad.clone() for p in m.parameters()], peak, list(m.state_dict())
+
+    g0, p0, k0 = grads_and_peak(False)
+    g1, p1, k1 = grads_and_peak(True)
+    assert k0 == k1
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+    print(f"peak memory of a training step: {p0 / 2**20:.1f} MiB -> {p1 / 2**20:.1f} MiB with checkpointing")
+    assert p1 < 0.7 * p0
+    with pytest.raises(ValueError, match="no `.blocks`"):
+        enable_gradient_checkpointing(nn.Linear(2, 2))

@@ -97,3 +97,97 @@ def check_sample_top_p(learner):
             raise Mismatch(why, f"case: {label}\n   expected {[round(x, 3) for x in expected.tolist()]}\n"
                                 f"   sampled  {[round(x, 3) for x in emp.tolist()]}", key)
     return len(_CASES)
+
+
+# ------------------------------------------------------------------ cached generation
+def _tiny_gpt():
+    from course_lib.models import GPT
+    torch.manual_seed(11)
+    model = GPT(vocab_size=23, max_positions=64, d_model=32, n_layers=2, n_heads=4).eval()
+    with torch.no_grad():  # an untrained model barely looks at positions; make them matter
+        model.pos_emb.weight.normal_(0.0, 1.0)
+        for block in model.blocks:
+            block.attn.q_proj.weight.mul_(10.0)
+    return model
+
+
+def _variant_generate(model, idx, n, mode):
+    cache = model.new_cache()
+    step = idx
+    for _ in range(n):
+        if mode == "positions_not_advanced":
+            pos = torch.arange(step.size(1))[None].expand(step.size(0), -1)  # (B, T) restarts at 0
+            logits = model(step, cache=cache, position_ids=pos).logits[:, -1]
+        else:  # "refeeds_whole_sequence": the full sequence goes into the cache every step
+            logits = model(idx, cache=cache).logits[:, -1]
+        nxt = logits.argmax(-1)
+        idx = torch.cat([idx, nxt[:, None]], 1)  # (B, T+1)
+        step = nxt[:, None]
+    return idx
+
+
+GENERATE_MISCONCEPTIONS = {
+    "positions_not_advanced": "each new token is given position 0 (positions restart with every call). "
+                              "With a cache, the new token's position is the number of tokens already "
+                              "cached: let the model count them, or pass position_ids = cache length.",
+    "refeeds_whole_sequence": "with the cache on, the whole sequence is fed again every step, so the cache "
+                              "holds every earlier token several times. After the prompt, feed only the "
+                              "newest token: idx[:, -1:].",
+    "ignores_cache": "use_cache=True recomputes the whole sequence each step (the tokens are right but "
+                     "nothing is saved). After the prompt, feed one token per step with the cache.",
+    "drops_prompt": "return the prompt followed by the new tokens, shape (B, T + n).",
+}
+
+
+def _count_lengths(model):
+    lengths = []
+    handle = model.register_forward_pre_hook(lambda m, args, kw: lengths.append(
+        (args[0] if args else kw["input_ids"]).size(1)), with_kwargs=True)
+    return lengths, handle
+
+
+@register("check_generate", points=3, reference="course_lib.generation.generate (greedy)",
+          misconceptions=GENERATE_MISCONCEPTIONS,
+          hint="cache = model.new_cache(); logits = model(idx, cache=cache).logits[:, -1] for the prompt; "
+               "then loop: next = logits.argmax(-1); append it; logits = model(next[:, None], cache=cache)"
+               ".logits[:, -1]. Without the cache: model(idx).logits[:, -1] on the whole sequence each step.")
+def check_generate(learner):
+    from course_lib.generation import generate
+    if not callable(learner):
+        raise Mismatch(f"expected a function, got {type(learner).__name__}")
+    model = _tiny_gpt()
+    g = torch.Generator().manual_seed(5)
+    n = 0
+    for B, T, steps in [(1, 4, 8), (3, 6, 12)]:
+        idx = torch.randint(0, 23, (B, T), generator=g)
+        expected = generate(model, idx, steps, use_cache=False)
+        for use_cache in (False, True):
+            label = f"prompt (B={B}, T={T}), n={steps}, use_cache={use_cache}"
+            lengths, handle = _count_lengths(model)
+            try:
+                with torch.no_grad():
+                    out = call_learner(learner, model, idx.clone(), steps, use_cache=use_cache)
+            finally:
+                handle.remove()
+            if not isinstance(out, torch.Tensor):
+                raise Mismatch(f"expected a tensor of token ids, got {type(out).__name__}", f"case: {label}")
+            if out.shape == (B, steps):
+                raise Mismatch(f"returned shape {tuple(out.shape)}, expected {tuple(expected.shape)}",
+                               f"case: {label}", "drops_prompt")
+            if out.shape != expected.shape or not torch.equal(out, expected):
+                key = None
+                if use_cache and out.shape == expected.shape:
+                    for mode in ("positions_not_advanced", "refeeds_whole_sequence"):
+                        with torch.no_grad():
+                            if torch.equal(out, _variant_generate(model, idx, steps, mode)):
+                                key = mode
+                                break
+                what = (f"shape {tuple(out.shape)}, expected {tuple(expected.shape)}" if out.shape != expected.shape
+                        else "different tokens than greedy decoding")
+                raise Mismatch(f"returned {what}", f"case: {label}\n   expected {expected[0].tolist()}\n"
+                                                   f"   got      {out[0].tolist()}", key)
+            if use_cache and any(L != 1 for L in lengths[1:]):
+                raise Mismatch("use_cache=True fed more than one token per step after the prompt "
+                               f"(input lengths per call: {lengths[:6]}...)", f"case: {label}", "ignores_cache")
+            n += 1
+    return n

@@ -1,0 +1,335 @@
+"""Mixture of experts, read top to bottom: routing -> auxiliary losses -> capacity -> the sparse
+MoE layer -> weights from Hugging Face Mixtral -> counting total and active parameters.
+
+A sparse MoE layer replaces the one FFN of a block by E expert FFNs and a *router* (a linear
+"gate") that sends each token to k of them (Shazeer et al. 2017, Eq. 1-5):
+
+    y = Σ_{i ∈ top-k(x)} w_i(x) · E_i(x)
+
+so a token pays for k experts while the model holds E of them. Names follow Hugging Face
+Mixtral: the router is ``gate`` (a bias-free linear d_model -> E) and ``experts.i`` are SwiGLU
+FFNs with ``gate_proj/up_proj/down_proj``. Tokens are flattened: N = B·T rows of C channels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_lib.config import ConfigError, check_positive
+from course_lib.ffn import GatedFeedForward
+
+ORDERS = ("softmax_topk", "topk_softmax")
+
+
+# --------------------------------------------------------------------------- routing
+def top_k_routing(router_logits: torch.Tensor, k: int, order: str = "softmax_topk",
+                  normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """router_logits (N, E) -> (weights (N, k), expert indices (N, k) int64), best expert first.
+
+    order="softmax_topk" (Mixtral, Switch, DeepSeek): softmax over all E experts, keep the k
+        largest probabilities, and with ``normalize`` divide them by their sum.
+    order="topk_softmax" (Shazeer 2017, Eq. 3-5): keep the k largest *logits*, softmax over them.
+    The two agree whenever the first one renormalises: exp(l_i) / Σ_{j in top-k} exp(l_j) either way.
+    """
+    if router_logits.dim() != 2:
+        raise ValueError(f"router_logits should be (N tokens, E experts), got shape {tuple(router_logits.shape)}; "
+                         "flatten the batch first: logits.reshape(-1, n_experts).")  # (B, T, E) -> (N, E)
+    E = router_logits.size(-1)
+    if not isinstance(k, int) or not 1 <= k <= E:
+        raise ValueError(f"k={k!r}: expected an integer between 1 and the number of experts ({E}).")
+    if order not in ORDERS:
+        raise ValueError(f"order={order!r}: expected one of {ORDERS}.")
+    if order == "topk_softmax":
+        if not normalize:
+            raise ValueError("order='topk_softmax' is normalised by construction; use order='softmax_topk' "
+                             "with normalize=False for unnormalised weights.")
+        top_logits, indices = router_logits.topk(k, dim=-1)  # (N, k)
+        return torch.softmax(top_logits, dim=-1), indices
+    probs = torch.softmax(router_logits, dim=-1)  # (N, E): over the experts, never over tokens
+    weights, indices = probs.topk(k, dim=-1)  # (N, k)
+    if normalize:
+        weights = weights / weights.sum(dim=-1, keepdim=True)
+    return weights, indices
+
+
+def expert_load(expert_indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """How many (token, choice) assignments each expert received: (N, k) -> (E,) int64."""
+    return torch.bincount(expert_indices.reshape(-1), minlength=n_experts)  # (E,)
+
+
+# --------------------------------------------------------------------------- auxiliary losses
+def load_balancing_loss(router_probs: torch.Tensor, expert_indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """Switch Transformer's balancing loss (Fedus et al. 2021, Eq. 4-6): N_E · Σ_i f_i · P_i.
+
+    f_i = fraction of tokens routed to expert i (counting all k choices, so Σ f_i = k, as in
+          Hugging Face's Mixtral); it has no gradient — it is a count.
+    P_i = mean router probability of expert i; the gradient flows through it.
+    A perfectly balanced router scores k; one that sends everything to one expert scores N_E·k.
+    """
+    probs = router_probs.reshape(-1, n_experts)  # (N, E)
+    idx = expert_indices.reshape(probs.size(0), -1)  # (N, k)
+    f = F.one_hot(idx, n_experts).sum(dim=1).to(probs.dtype).mean(dim=0)  # (E,)
+    P = probs.mean(dim=0)  # (E,)
+    return n_experts * (f * P).sum()
+
+
+def router_z_loss(router_logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE's router z-loss (Zoph et al. 2022, Eq. 5): mean over tokens of logsumexp(logits)².
+    It keeps the router's logits small, which keeps its softmax numerically tame."""
+    return torch.logsumexp(router_logits.float(), dim=-1).pow(2).mean()
+
+
+# --------------------------------------------------------------------------- capacity
+def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: float) -> int:
+    """Slots per expert (Switch §2.2; GShard): ceil(capacity_factor · n_tokens · k / n_experts).
+    Factor 1.0 gives exactly enough slots if the router were perfectly balanced."""
+    if not capacity_factor > 0:
+        raise ValueError(f"capacity_factor={capacity_factor!r}: expected a positive number (1.0-2.0 is usual) "
+                         "or None for no limit.")
+    return max(1, math.ceil(capacity_factor * n_tokens * top_k / n_experts))
+
+
+def capacity_mask(expert_indices: torch.Tensor, n_experts: int, capacity: int) -> torch.Tensor:
+    """(N, k) bool: True where an assignment fits in its expert's `capacity` slots.
+
+    Priority (GShard): every token's first choice before any second choice, and earlier tokens
+    first within a choice. An assignment that overflows is dropped: its token skips that expert
+    (with every choice dropped the token passes through the block on the residual alone).
+    """
+    N, k = expert_indices.shape
+    flat = expert_indices.t().reshape(-1)  # (k·N,) choice-major: all first choices, then seconds
+    hot = F.one_hot(flat, n_experts)  # (k·N, E)
+    slot = (hot.cumsum(dim=0) * hot).sum(dim=-1) - 1  # (k·N,) place in its expert's queue
+    return (slot < capacity).view(k, N).t()  # (k·N,) -> (k, N) -> (N, k)
+
+
+# --------------------------------------------------------------------------- the layer
+@dataclass
+class MoEConfig:
+    """One sparse MoE layer. Mixtral-8x7B: d_model=4096, d_ff=14336, n_experts=8, top_k=2."""
+    d_model: int = 64
+    d_ff: int = 128  # hidden size of each expert
+    n_experts: int = 8
+    top_k: int = 2
+    capacity_factor: float | None = None  # None: no limit (Mixtral); 1.0-1.25 in Switch
+    n_shared_experts: int = 0  # DeepSeek-MoE: experts every token always uses
+    order: str = "softmax_topk"
+    normalize: bool = True  # renormalise the top-k probabilities (Mixtral: yes)
+    activation: str = "silu"
+
+    def __post_init__(self):
+        check_positive(self, "d_model", "d_ff", "n_experts", "top_k")
+        if self.top_k > self.n_experts:
+            raise ConfigError(f"MoEConfig.top_k={self.top_k} is more than n_experts={self.n_experts}: a token "
+                              f"cannot pick more experts than exist. Use top_k <= {self.n_experts}.")
+        if self.capacity_factor is not None and not (isinstance(self.capacity_factor, (int, float))
+                                                     and self.capacity_factor > 0):
+            raise ConfigError(f"MoEConfig.capacity_factor={self.capacity_factor!r}: expected a positive number "
+                              "(e.g. 1.25) or None for no limit.")
+        if not isinstance(self.n_shared_experts, int) or self.n_shared_experts < 0:
+            raise ConfigError(f"MoEConfig.n_shared_experts={self.n_shared_experts!r}: expected 0 or more.")
+        if self.order not in ORDERS:
+            raise ConfigError(f"MoEConfig.order={self.order!r}: expected one of {ORDERS}.")
+        if self.order == "topk_softmax" and not self.normalize:
+            raise ConfigError("MoEConfig: order='topk_softmax' is always normalised; set normalize=True "
+                              "or use order='softmax_topk'.")
+
+
+@dataclass
+class MoEStats:
+    """What the last forward pass routed (kept on the layer as ``.last`` for losses and plots)."""
+    router_logits: torch.Tensor  # (N, E)
+    weights: torch.Tensor  # (N, k) combine weights, 0 where dropped
+    indices: torch.Tensor  # (N, k)
+    kept: torch.Tensor  # (N, k) bool
+    capacity: int | None
+    balance_loss: torch.Tensor  # scalar, differentiable
+    z_loss: torch.Tensor  # scalar, differentiable
+
+    @property
+    def overflow(self) -> int:
+        """Assignments dropped because their expert was full."""
+        return int((~self.kept).sum())
+
+    @property
+    def dropped_tokens(self) -> int:
+        """Tokens none of whose experts had room: they pass through on the residual alone."""
+        return int((~self.kept.any(dim=-1)).sum())
+
+    def load(self) -> torch.Tensor:
+        """(E,) assignments per expert that the router *asked* for (before capacity)."""
+        return expert_load(self.indices, self.router_logits.size(-1))
+
+
+class SparseMoE(nn.Module):
+    """Top-k sparse mixture of SwiGLU experts, equal to Hugging Face's MixtralSparseMoeBlock
+    (whose router logits are ``.last.router_logits`` here). x (B, T, C) -> (B, T, C)."""
+
+    def __init__(self, d_model: int, d_ff: int, n_experts: int = 8, top_k: int = 2, *,
+                 capacity_factor: float | None = None, n_shared_experts: int = 0,
+                 order: str = "softmax_topk", normalize: bool = True, activation: str = "silu"):
+        super().__init__()
+        self.config = cfg = MoEConfig(d_model, d_ff, n_experts, top_k, capacity_factor, n_shared_experts,
+                                      order, normalize, activation)
+        self.gate = nn.Linear(d_model, n_experts, bias=False)  # the router
+        self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff, activation) for _ in range(n_experts))
+        self.shared_expert = (GatedFeedForward(d_model, d_ff * n_shared_experts, activation)
+                              if n_shared_experts else None)  # s shared experts = one s-times wider FFN
+        self.last: MoEStats | None = None
+
+    def route(self, h: torch.Tensor) -> MoEStats:
+        """h (N, C) -> routing decisions and auxiliary losses."""
+        cfg = self.config
+        logits = self.gate(h)  # (N, E)
+        weights, indices = top_k_routing(logits, cfg.top_k, cfg.order, cfg.normalize)  # (N, k) each
+        capacity = None
+        kept = torch.ones_like(indices, dtype=torch.bool)  # (N, k)
+        if cfg.capacity_factor is not None:
+            capacity = expert_capacity(h.size(0), cfg.n_experts, cfg.top_k, cfg.capacity_factor)
+            kept = capacity_mask(indices, cfg.n_experts, capacity)  # (N, k)
+        probs = torch.softmax(logits.float(), dim=-1)  # (N, E)
+        return MoEStats(logits, weights * kept, indices, kept, capacity,
+                        load_balancing_loss(probs, indices, cfg.n_experts), router_z_loss(logits))
+
+    def forward(self, x: torch.Tensor, naive: bool = False) -> torch.Tensor:
+        if x.size(-1) != self.config.d_model:
+            raise ValueError(f"SparseMoE was built for d_model={self.config.d_model}, got x of shape {tuple(x.shape)}.")
+        h = x.reshape(-1, x.size(-1))  # (B, T, C) -> (N, C)
+        self.last = stats = self.route(h)
+        combine = self.combine_naive if naive else self.combine_grouped
+        y = combine(h, stats.weights, stats.indices, stats.kept)  # (N, C)
+        if self.shared_expert is not None:
+            y = y + self.shared_expert(h)  # (N, C): every token, no router
+        return y.view(x.shape)  # (N, C) -> (B, T, C)
+
+    def combine_grouped(self, h, weights, indices, kept) -> torch.Tensor:
+        """Efficient dispatch: group the kept (token, expert) pairs by expert, run each expert once
+        on its own tokens only, and add the weighted results back with index_add."""
+        N, k = indices.shape
+        token = torch.arange(N, device=h.device).repeat_interleave(k)  # (N·k,) owner of each assignment
+        expert, w, keep = indices.reshape(-1), weights.reshape(-1), kept.reshape(-1)  # (N·k,) each
+        token, expert, w = token[keep], expert[keep], w[keep]  # (M,) kept assignments only
+        order = torch.argsort(expert, stable=True)  # (M,): expert 0's tokens, then expert 1's, ...
+        token, w = token[order], w[order]
+        counts = torch.bincount(expert, minlength=len(self.experts)).tolist()
+        y = torch.zeros_like(h)  # (N, C)
+        start = 0
+        for e, n in enumerate(counts):
+            if n:
+                rows = token[start:start + n]  # (n,) the tokens expert e serves
+                out = self.experts[e](h[rows]) * w[start:start + n, None].to(h.dtype)  # (n, C)
+                y = y.index_add(0, rows, out)  # (N, C)
+            start += n
+        return y
+
+    def combine_naive(self, h, weights, indices, kept) -> torch.Tensor:
+        """The definition, written plainly: every expert runs on *every* token, and each output is
+        multiplied by that token's weight for the expert (0 when not chosen). E times the work."""
+        y = torch.zeros_like(h)  # (N, C)
+        for e, expert in enumerate(self.experts):
+            w_e = (weights * (indices == e) * kept).sum(dim=-1)  # (N,): weight of expert e per token
+            y = y + w_e[:, None].to(h.dtype) * expert(h)  # (N, C)
+        return y
+
+
+@dataclass
+class LlamaMoE:
+    """The ``moe`` option of ``course_lib.models.llama.LlamaConfig``: every block's SwiGLU FFN becomes a
+    SparseMoE (Mixtral). ``d_ff`` None = the model's d_ff, the size of each expert."""
+    n_experts: int = 8
+    top_k: int = 2
+    d_ff: int | None = None
+    capacity_factor: float | None = None
+    n_shared_experts: int = 0
+
+    def __post_init__(self):  # the full validation happens in MoEConfig when a layer is built
+        check_positive(self, "n_experts", "top_k")
+
+    def build(self, cfg, layer_idx: int) -> SparseMoE:
+        return SparseMoE(cfg.d_model, self.d_ff or cfg.d_ff, self.n_experts, self.top_k,
+                         capacity_factor=self.capacity_factor, n_shared_experts=self.n_shared_experts,
+                         activation=cfg.activation)
+
+
+def moe_layers(model: nn.Module) -> list[SparseMoE]:
+    return [m for m in model.modules() if isinstance(m, SparseMoE)]
+
+
+def moe_aux_loss(model: nn.Module, balance_coef: float = 0.01, z_coef: float = 0.0) -> torch.Tensor:
+    """Σ over the model's MoE layers of balance_coef · balancing loss + z_coef · z-loss, from the last
+    forward pass (Switch used balance_coef = 0.01; ST-MoE z_coef = 0.001). Add it to the LM loss."""
+    layers = [m for m in moe_layers(model) if m.last is not None]
+    if not layers:
+        raise ValueError("no SparseMoE layer has routed anything yet: run a forward pass first.")
+    return sum(balance_coef * m.last.balance_loss + z_coef * m.last.z_loss for m in layers)
+
+
+# --------------------------------------------------------------------------- Hugging Face weights
+def mixtral_block_state_dict(hf_state: dict, prefix: str = "") -> dict:
+    """Hugging Face Mixtral sparse-block weights -> SparseMoE's state dict (without `prefix`).
+
+    Accepts both layouts: transformers ≥ 5 stores experts fused as ``experts.gate_up_proj`` (E, 2F, C)
+    and ``experts.down_proj`` (E, C, F); older checkpoints hold ``experts.i.w1`` (gate), ``w3`` (up)
+    and ``w2`` (down) per expert.
+    """
+    out = {"gate.weight": hf_state[prefix + "gate.weight"]}
+    fused = prefix + "experts.gate_up_proj"
+    if fused in hf_state:
+        gate_up, down = hf_state[fused], hf_state[prefix + "experts.down_proj"]  # (E, 2F, C), (E, C, F)
+        gate, up = gate_up.chunk(2, dim=1)  # (E, F, C) each
+        for e in range(gate_up.size(0)):
+            out.update({f"experts.{e}.gate_proj.weight": gate[e], f"experts.{e}.up_proj.weight": up[e],
+                        f"experts.{e}.down_proj.weight": down[e]})
+        return out
+    names = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj"}
+    for key, value in hf_state.items():
+        if key.startswith(prefix + "experts."):
+            e, w, rest = key[len(prefix + "experts."):].split(".", 2)
+            out[f"experts.{e}.{names.get(w, w)}.{rest}"] = value
+    return out
+
+
+def from_hf_mixtral_block(hf_block: nn.Module) -> SparseMoE:
+    """A SparseMoE equal to a Hugging Face ``MixtralSparseMoeBlock`` (same weights)."""
+    cfg_src = hf_block.experts
+    moe = SparseMoE(cfg_src.hidden_dim, cfg_src.intermediate_dim, cfg_src.num_experts, hf_block.top_k)
+    w = hf_block.gate.weight
+    moe.load_state_dict(mixtral_block_state_dict(hf_block.state_dict()))
+    return moe.to(device=w.device, dtype=w.dtype)
+
+
+# --------------------------------------------------------------------------- parameter counts
+@dataclass
+class ParamCount:
+    total: int  # every weight the model stores
+    active: int  # the weights one token's forward pass actually uses
+
+    def __str__(self) -> str:
+        return f"total {self.total / 1e9:.2f} B, active per token {self.active / 1e9:.2f} B"
+
+
+def moe_param_counts(vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int,
+                     d_ff: int, n_experts: int, top_k: int, n_shared_experts: int = 0,
+                     tied_embeddings: bool = False, head_dim: int | None = None) -> ParamCount:
+    """Total and active parameters of a LLaMA-style decoder whose FFNs are MoE layers
+    (bias-free projections, RMSNorm, SwiGLU experts), computed from its config."""
+    D = head_dim or d_model // n_heads
+    attn = d_model * D * (2 * n_heads + 2 * n_kv_heads)  # q_proj, o_proj; k_proj, v_proj
+    expert = 3 * d_model * d_ff  # gate_proj, up_proj, down_proj
+    per_layer = attn + n_experts * d_model + 2 * d_model  # + router + two RMSNorm gains
+    embed = vocab_size * d_model * (1 if tied_embeddings else 2)  # embed_tokens (+ lm_head)
+    fixed = n_layers * (per_layer + n_shared_experts * expert) + embed + d_model  # + final norm
+    return ParamCount(total=fixed + n_layers * n_experts * expert, active=fixed + n_layers * top_k * expert)
+
+
+def param_counts_from_hf_config(config) -> ParamCount:
+    """ParamCount from a Hugging Face ``MixtralConfig`` (or any config with the same fields)."""
+    return moe_param_counts(config.vocab_size, config.hidden_size, config.num_hidden_layers,
+                            config.num_attention_heads, config.num_key_value_heads, config.intermediate_size,
+                            config.num_local_experts, config.num_experts_per_tok,
+                            tied_embeddings=config.tie_word_embeddings,
+                            head_dim=getattr(config, "head_dim", None))

@@ -1,0 +1,58 @@
+"""Parameter counts and FLOPs from configs: equal to instantiated models and to published totals."""
+import pytest
+
+from course_lib.models import bert, gpt, llama, t5
+from course_lib.models.sizes import PUBLISHED, flops_per_token, param_count
+
+TINY = {
+    "gpt tied": (gpt.GPTConfig(vocab_size=50, max_positions=16, d_model=24, n_layers=2, n_heads=3), gpt.GPT),
+    "gpt untied, d_ff 40": (gpt.GPTConfig(vocab_size=50, max_positions=16, d_model=24, n_layers=2, n_heads=3,
+                                          d_ff=40, tie_weights=False), gpt.GPT),
+    "bert": (bert.BertConfig(vocab_size=50, d_model=24, n_layers=2, n_heads=3, d_ff=40, max_positions=16), bert.Bert),
+    "t5 v1.0": (t5.T5Config(vocab_size=50, d_model=24, d_kv=5, d_ff=40, n_layers=2, n_decoder_layers=3, n_heads=3,
+                            num_buckets=8), t5.T5),
+    "t5 v1.1": (t5.t5_v1_1_config(vocab_size=50, d_model=24, d_kv=5, d_ff=40, n_layers=2, n_heads=3), t5.T5),
+    "llama GQA": (llama.LlamaConfig(vocab_size=50, d_model=24, n_layers=2, n_heads=6, n_kv_heads=2, d_ff=40), llama.Llama),
+    "llama biases, tied": (llama.LlamaConfig(vocab_size=50, d_model=24, n_layers=2, n_heads=2, d_ff=40,
+                                             attention_bias=True, mlp_bias=True, tie_weights=True), llama.Llama),
+}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_formula_equals_the_instantiated_model(name):
+    cfg, cls = TINY[name]
+    assert param_count(cfg).total == sum(p.numel() for p in cls(cfg).parameters())
+
+
+def test_mlm_head_formula():
+    cfg = TINY["bert"][0]
+    from course_lib.models.sizes import bert_params
+    n = sum(p.numel() for p in bert.BertForMaskedLM(cfg).parameters())
+    assert bert_params(cfg, pooler=False, mlm_head=True).total == n
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_totals(name):
+    cfg, published = PUBLISHED[name]
+    print(f"{name}: {param_count(cfg).total:,} (published {published:,})")
+    assert param_count(cfg).total == published
+
+
+def test_t5_small_instantiated_equals_published():
+    cfg, published = PUBLISHED["T5-small (v1.0)"]
+    assert sum(p.numel() for p in t5.T5(cfg).parameters()) == published
+
+
+def test_flops_is_six_n_plus_attention():
+    cfg = PUBLISHED["GPT-2 small"][0]
+    n = param_count(cfg).non_embedding
+    expected = 6 * (n + 12 * 1024 * 768 + 768 * 50257)
+    assert flops_per_token(cfg, 1024) == expected
+    assert flops_per_token(cfg, 1024, training=False) == expected / 3
+    with pytest.raises(ValueError, match="n_ctx"):
+        flops_per_token(cfg, 0)
+
+
+def test_param_count_rejects_other_objects():
+    with pytest.raises(TypeError, match="GPTConfig, BertConfig"):
+        param_count(object())
