@@ -56,7 +56,7 @@ LESSONS = [
     Lesson("13", "Experiments", "notebooks/13_experiments.ipynb", "exercises/13_experiments.ipynb",
            "length extrapolation, scaling, ablations"),
     Lesson("14", "Beyond the standard block", "notebooks/14_beyond.ipynb", "exercises/14_beyond.ipynb",
-           "mixture-of-depths, state-space layers, ViT, quantisation"),
+           "selective state spaces (Mamba), a Vision Transformer; later: mixture-of-depths, quantisation"),
 ]
 
 

@@ -355,3 +355,26 @@ def plot_architecture(desc: dict, ax=None):
     ax.set_title(f"{desc['name']} ({desc['params']} parameters)", fontsize=10)
     ax.axis("off")
     return ax.figure
+
+
+def plot_layer_head_grid(values, title: str, ax=None, labels=None, cmap: str = "Blues", center: bool = False,
+                         fmt: str = "{:.2f}"):
+    """A layer × head heat map of `values` (L, H); `labels` (L lists of H strings) printed in
+    the cells (e.g. each head's dominant pattern). center=True: a diverging map around 0."""
+    v = _np(values)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(0.7 * v.shape[1] + 2.0, 0.55 * v.shape[0] + 1.4))
+    lim = float(np.nanmax(np.abs(v))) or 1.0
+    im = ax.imshow(v, cmap="RdBu_r" if center else cmap, vmin=-lim if center else 0.0, vmax=lim, aspect="auto")
+    ax.figure.colorbar(im, ax=ax, fraction=0.04)
+    for l in range(v.shape[0]):
+        for h in range(v.shape[1]):
+            text = fmt.format(v[l, h]) if labels is None else f"{labels[l][h]}\n{fmt.format(v[l, h])}"
+            ax.text(h, l, text, ha="center", va="center", fontsize=6.5,
+                    color="white" if abs(v[l, h]) > 0.6 * lim else "black")
+    ax.set_xticks(range(v.shape[1]))
+    ax.set_yticks(range(v.shape[0]))
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_title(title)
+    return ax.figure

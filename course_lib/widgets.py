@@ -441,3 +441,44 @@ def attention_map_explorer(tokens: list[str], maps: dict[str, tuple], static_hea
 
     box = W.VBox([model, W.HBox([layer, head]), out])
     show_live_or_static(box, [model, layer, head], redraw, static=static_view)
+
+
+# ------------------------------------------------------------------ lesson 12: browse many models and sentences
+def attention_browser(examples: list[tuple[str, list[str], list]], static: tuple = ()):
+    """Pick an example (a model and a sentence), a layer and a head. `examples` = a list of
+    (label, tokens, maps) with maps one (H, T, T) tensor per layer; models may differ in layers
+    and heads (the sliders follow). Headless: `static` = (example index, layer, head) triples
+    drawn side by side (default: layer 0, head 0 of every example)."""
+    labels = [e[0] for e in examples]
+    pick = W.Dropdown(options=list(range(len(examples))), value=0, description="example",
+                      layout=W.Layout(width="460px"))
+    pick.options = [(lab, i) for i, lab in enumerate(labels)]
+    layer = W.IntSlider(value=0, min=0, max=len(examples[0][2]) - 1, description="layer")
+    head = W.IntSlider(value=0, min=0, max=examples[0][2][0].shape[0] - 1, description="head")
+    out = W.Output()
+
+    def draw(i: int, l: int, h: int, ax):
+        label, tokens, maps = examples[i]
+        plot_attention(maps[l][h], tokens, ax=ax, annotate=False, title=f"{label}\nlayer {l}, head {h}")
+
+    def redraw(*_):
+        _, tokens, maps = examples[pick.value]
+        layer.max, head.max = len(maps) - 1, maps[0].shape[0] - 1  # sliders clamp their values
+        with out:
+            out.clear_output(wait=True)
+            side = 0.28 * len(tokens) + 2.4
+            fig, ax = plt.subplots(figsize=(side, side))
+            draw(pick.value, layer.value, head.value, ax)
+            fig.tight_layout()
+            plt.show(fig)
+
+    def static_view():
+        triples = static or tuple((i, 0, 0) for i in range(len(examples)))
+        fig, axes = plt.subplots(1, len(triples), squeeze=False, figsize=(5.2 * len(triples), 5.4))
+        for ax, (i, l, h) in zip(axes[0], triples):
+            draw(i, l, h, ax)
+        fig.tight_layout()
+        plt.show(fig)
+
+    box = W.VBox([pick, W.HBox([layer, head]), out])
+    show_live_or_static(box, [pick, layer, head], redraw, static=static_view)

@@ -1,0 +1,290 @@
+"""Looking inside attention, read top to bottom: record the maps -> score each head's pattern
+-> ablate heads -> roll attention out through the layers.
+
+Nothing here edits a model: ``record_attention`` and ``ablate_heads`` are context managers
+that put forward hooks on the course's ``MultiHeadAttention`` modules and take them off again,
+so they work on any course model (GPT, Bert/MiniLM, Llama, T5) unchanged.
+
+  * record:   every self-attention's weights (B, H, T_q, T_k), in the order the layers ran;
+  * patterns: per head, the mean weight on the previous token, the first token (a "sink",
+              Clark et al. 2019 §3), itself, nearby tokens, and how broad (entropy) it is,
+              averaged over many examples: the measured version of "head 0 = previous token";
+  * ablate:   zero one head's output before the output projection and see what the loss does
+              (Michel et al. 2019 "Are Sixteen Heads Really Better than One?", §3);
+  * rollout:  Abnar & Zuidema 2020 §3: average the heads, add the residual as 0.5·I, renormalise
+              and multiply the layers, to ask "how much of token j reaches position i".
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from course_lib.attention import CrossAttention, MultiHeadAttention
+from course_lib.config import ConfigError, check_positive, check_range
+
+PATTERNS = ("previous", "next", "first", "self", "local", "delimiter", "broad")
+N_POSITIONAL = 6  # the patterns that are weights on chosen keys; "broad" is an entropy
+
+
+# --------------------------------------------------------------------------- which modules
+def attention_modules(model: nn.Module, kind: str = "self") -> list[MultiHeadAttention]:
+    """The model's attention modules in registration (= layer) order. kind: 'self' or 'cross'."""
+    if kind not in ("self", "cross"):
+        raise ValueError(f"kind={kind!r}: expected 'self' or 'cross'.")
+    want_cross = kind == "cross"
+    mods = [m for m in model.modules()
+            if isinstance(m, MultiHeadAttention) and isinstance(m, CrossAttention) == want_cross]
+    if not mods:
+        raise ValueError(f"{type(model).__name__} has no course_lib {kind}-attention modules "
+                         "(MultiHeadAttention / CrossAttention); these tools only see course models.")
+    return mods
+
+
+# --------------------------------------------------------------------------- record
+@contextmanager
+def record_attention(model: nn.Module, kind: str = "self"):
+    """``with record_attention(model) as maps: model(ids)`` fills the list ``maps`` with one
+    (B, H, T_q, T_k) tensor per attention call, detached, in the order the layers ran. The
+    model's outputs are unchanged: the hooks ask each module for its weights and hand the
+    caller only what it asked for."""
+    maps: list[torch.Tensor] = []
+    asked: list[bool] = []
+
+    def pre(module, args, kwargs):
+        call = inspect.signature(module.forward).bind(*args, **kwargs)  # return_weights by name or position
+        asked.append(bool(call.arguments.get("return_weights", False)))
+        call.arguments["return_weights"] = True
+        return call.args, call.kwargs
+
+    def post(module, args, kwargs, output):
+        y, weights = output
+        maps.append(weights.detach())
+        return output if asked.pop() else y
+
+    handles = []
+    for m in attention_modules(model, kind):
+        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(m.register_forward_hook(post, with_kwargs=True))
+    try:
+        yield maps
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def attention_maps(model: nn.Module, *args, kind: str = "self", **kwargs) -> list[torch.Tensor]:
+    """Run ``model(*args, **kwargs)`` in eval mode; return its attention maps, one per layer."""
+    was_training = model.training
+    model.eval()
+    try:
+        with record_attention(model, kind) as maps:
+            model(*args, **kwargs)
+    finally:
+        model.train(was_training)
+    return maps
+
+
+# --------------------------------------------------------------------------- head patterns
+def previous_token_score(attn: torch.Tensor) -> torch.Tensor:
+    """attn (..., T, T) -> (...): the mean over queries i = 1..T-1 of attn[..., i, i-1], the
+    weight each token puts on the one just before it. Query 0 has no previous token, so it is
+    left out of the mean (it would drag every score down by a factor (T-1)/T)."""
+    return attn.diagonal(offset=-1, dim1=-2, dim2=-1).mean(-1)  # (..., T-1) -> (...)
+
+
+@dataclass
+class PatternConfig:
+    """window: "local" = keys 2..window positions away, either side (distances 0 and ±1 are
+    "self", "previous" and "next"). broad_below: a head whose strongest positional pattern has a mean weight
+    below this is called "broad" (its weight is spread out; see its entropy score)."""
+    window: int = 3
+    broad_below: float = 0.3
+
+    def __post_init__(self):
+        check_positive(self, "window")
+        if self.window < 2:
+            raise ConfigError(f"PatternConfig.window={self.window}: expected >= 2 (distances 0 and 1 "
+                              "are the 'self' and 'previous' patterns).")
+        check_range(self, "broad_below", 0.0, 1.0)
+
+
+def pattern_selectors(T: int, window: int, lengths: torch.Tensor | None = None, causal: bool = False,
+                      B: int = 1) -> torch.Tensor:
+    """(6, B, T, T) bool: which keys (columns) count for each query (row), for the patterns
+    previous, next, first, self, local, delimiter (PATTERNS order). "delimiter" is the sequence's
+    last token ([SEP] in BERT). A causal model never sees a later token, so there "next" and
+    "delimiter" are empty."""
+    pos = torch.arange(T)  # (T,)
+    d = pos[:, None] - pos[None, :]  # (T, T) query minus key
+    first = (pos[None, :] == 0).expand(T, T)  # (T, T)
+    local = (d.abs() >= 2) & (d.abs() <= window)
+    nxt = (d == -1) & (not causal)  # (T, T)
+    fixed = torch.stack([d == 1, nxt, first, d == 0, local])[:, None].expand(5, B, T, T)  # (5, B, T, T)
+    last = torch.full((B,), T) if lengths is None else lengths.cpu()
+    delim = (pos[None, :] == last[:, None] - 1)[:, None, :].expand(B, T, T)  # (B, T, T)
+    if causal:
+        delim = torch.zeros_like(delim)
+    return torch.cat([fixed, delim[None]])  # (6, B, T, T)
+
+
+def visible_keys(T: int, lengths: torch.Tensor | None, causal: bool, B: int = 1) -> torch.Tensor:
+    """(B, T, T) bool: key k is visible to query q (inside the sequence, and k <= q if causal).
+    Rows of padding queries are all False."""
+    pos = torch.arange(T)  # (T,)
+    lengths = torch.full((B,), T) if lengths is None else lengths.cpu()
+    inside = pos[None, :] < lengths[:, None]  # (B, T)
+    vis = inside[:, :, None] & inside[:, None, :]  # (B, T_q, T_k)
+    if causal:
+        vis = vis & (pos[:, None] >= pos[None, :])  # (B, T, T)
+    return vis
+
+
+def pattern_sums(attn: torch.Tensor, lengths: torch.Tensor | None = None, causal: bool = False,
+                 window: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's maps attn (B, H, T, T) -> (sums, counts), each (7, H), in PATTERNS order.
+    A query counts for a pattern when it sees >= 2 keys and >= 1 of them is in the pattern
+    (query 0 has no previous token; a causal query 0 sees only itself and tells us nothing).
+    "broad" is the entropy of the query's weights divided by log(number of visible keys):
+    0 = all weight on one key, 1 = uniform."""
+    B, H, T, _ = attn.shape
+    a = attn.detach().float().cpu()  # (B, H, T, T)
+    vis = visible_keys(T, lengths, causal, B)  # (B, T, T)
+    n_vis = vis.sum(-1)  # (B, T)
+    sel = pattern_selectors(T, window, lengths, causal, B) & vis[None]  # (6, B, T, T)
+    ok = sel.any(-1) & (n_vis >= 2)[None]  # (6, B, T)
+    weight = torch.einsum("bhqk,pbqk->pbhq", a, sel.float())  # (6, B, H, T)
+    sums = (weight * ok[:, :, None]).sum((1, 3)).double()  # (6, H)
+    counts = ok.sum((1, 2)).double()[:, None].expand(6, H)  # (6, H)
+    ent = -torch.xlogy(a, a).sum(-1)  # (B, H, T), with 0·log 0 = 0
+    broad_ok = (n_vis >= 2)[:, None, :]  # (B, 1, T)
+    norm_ent = ent / n_vis.clamp_min(2).float().log()[:, None, :]  # (B, H, T)
+    b_sum = (norm_ent * broad_ok).sum((0, 2)).double()[None]  # (1, H)
+    b_cnt = broad_ok.sum((0, 2)).double().expand(1, H)  # (1, H)
+    return torch.cat([sums, b_sum]), torch.cat([counts, b_cnt])  # (7, H) each
+
+
+class HeadPatterns:
+    """Accumulate pattern scores over many batches: ``hp.update(maps, lengths)`` per batch,
+    then ``hp.scores`` (L, H, 7) and ``hp.table()``. Each score is a mean over every counted
+    (example, query) pair, so long and short sentences weigh by their number of tokens."""
+
+    def __init__(self, causal: bool, config: PatternConfig | None = None):
+        self.causal, self.config = causal, config or PatternConfig()
+        self.sums: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
+        self.n_examples = 0
+
+    def update(self, maps: list[torch.Tensor], lengths: torch.Tensor | None = None) -> None:
+        parts = [pattern_sums(m, lengths, self.causal, self.config.window) for m in maps]
+        s = torch.stack([p[0] for p in parts])  # (L, 7, H)
+        c = torch.stack([p[1] for p in parts])  # (L, 7, H)
+        self.sums = s if self.sums is None else self.sums + s
+        self.counts = c if self.counts is None else self.counts + c
+        self.n_examples += maps[0].size(0)
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """(L, H, 7) mean scores in PATTERNS order; NaN for a pattern no query could show
+        (e.g. "next" in a causal model)."""
+        if self.sums is None:
+            raise ValueError("no maps yet: call update(maps) with some attention maps first.")
+        mean = self.sums / self.counts.masked_fill(self.counts == 0, float("nan"))  # (L, 7, H)
+        return mean.transpose(1, 2).float()  # (L, 7, H) -> (L, H, 7)
+
+    def dominant(self) -> list[list[tuple[str, float]]]:
+        """Per layer, per head: (pattern, mean weight) of the strongest positional pattern,
+        or ("broad", normalised entropy) when even that one is below config.broad_below."""
+        out = []
+        for layer in self.scores:
+            row = []
+            for head in layer:
+                i = int(head[:N_POSITIONAL].nan_to_num(-1.0).argmax())
+                if head[i] < self.config.broad_below:
+                    row.append(("broad", float(head[N_POSITIONAL])))
+                else:
+                    row.append((PATTERNS[i], float(head[i])))
+            out.append(row)
+        return out
+
+    def table(self) -> str:
+        """A layer × head table of the dominant pattern and its score, e.g. 'previous 0.83'."""
+        dom = self.dominant()
+        H = len(dom[0])
+        lines = ["layer  " + "".join(f"head {h:<10d}" for h in range(H))]
+        for l, row in enumerate(dom):
+            lines.append(f"{l:5d}  " + "".join(f"{name:<10s}{score:.2f} " for name, score in row))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- ablation
+@contextmanager
+def ablate_heads(model: nn.Module, heads, kind: str = "self"):
+    """``with ablate_heads(model, [(layer, head), ...]): ...`` zeroes those heads' outputs: the
+    head's slice of the concatenated head outputs (B, T, H·D) is set to 0 just before the
+    output projection o_proj, so the head contributes nothing (not even through o_proj's
+    weights); o_proj's bias and every other head are untouched."""
+    mods = attention_modules(model, kind)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if not 0 <= layer < len(mods):
+            raise ValueError(f"layer {layer} out of range: the model has {len(mods)} {kind}-attention layers.")
+        if not 0 <= head < mods[layer].n_heads:
+            raise ValueError(f"head {head} out of range: layer {layer} has {mods[layer].n_heads} heads.")
+        by_layer.setdefault(layer, []).append(head)
+
+    def zeroer(hs: list[int], D: int):
+        def pre(module, args):
+            y = args[0].clone()  # (B, T, H*D)
+            for h in hs:
+                y[..., h * D:(h + 1) * D] = 0.0
+            return (y,) + args[1:]
+        return pre
+
+    handles = [mods[l].o_proj.register_forward_pre_hook(zeroer(hs, mods[l].head_dim)) for l, hs in by_layer.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def head_ablation(model: nn.Module, loss_fn) -> tuple[float, torch.Tensor]:
+    """Zero each head in turn; ``loss_fn(model) -> float`` on fixed data. Returns (the
+    un-ablated loss, (L, H) loss change when that head alone is removed)."""
+    mods = attention_modules(model)
+    base = float(loss_fn(model))
+    delta = torch.zeros(len(mods), max(m.n_heads for m in mods))  # (L, H)
+    for l, m in enumerate(mods):
+        for h in range(m.n_heads):
+            with ablate_heads(model, [(l, h)]):
+                delta[l, h] = float(loss_fn(model)) - base
+    return base, delta
+
+
+# --------------------------------------------------------------------------- rollout
+def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5, head_fusion: str = "mean") -> torch.Tensor:
+    """Abnar & Zuidema 2020, §3 (Eq. 1): Ã_l = residual·I + (1 - residual)·fuse_h(A_l), each
+    row renormalised to sum to 1; rollout = Ã_L · ... · Ã_1. maps: per layer (B, H, T, T) ->
+    (B, T, T), row i = how much each input token j reaches position i at the top.
+    The 0.5·I is the residual connection: half of what leaves a layer is what came in."""
+    if not maps:
+        raise ValueError("maps is empty: pass one (B, H, T, T) attention tensor per layer.")
+    if not 0.0 <= residual < 1.0:
+        raise ValueError(f"residual={residual!r}: expected a weight in [0, 1) (the paper uses 0.5).")
+    fuse = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}
+    if head_fusion not in fuse:
+        raise ValueError(f"head_fusion={head_fusion!r}: expected one of {sorted(fuse)}.")
+    T = maps[0].size(-1)
+    eye = torch.eye(T, dtype=maps[0].dtype, device=maps[0].device)  # (T, T)
+    out = None
+    for a in maps:
+        a_hat = residual * eye + (1.0 - residual) * fuse[head_fusion](a)  # (B, T, T)
+        a_hat = a_hat / a_hat.sum(-1, keepdim=True)  # rows sum to 1 again
+        out = a_hat if out is None else a_hat @ out  # (B, T, T): the new layer on the left
+    return out
