@@ -29,21 +29,29 @@ def make_model(vocab: int, seed: int = 1337) -> GPT:
     return GPT(vocab_size=vocab, max_positions=64, d_model=128, n_layers=4, n_heads=4, dropout=0.0)
 
 
-def plain_loop_tokens_per_s(model, data, steps: int, device) -> float:
-    """The smallest honest loop: batch, forward, loss, backward, AdamW step."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
+class PlainLoop:
+    """The smallest honest loop: batch, forward, loss, backward, AdamW step (no schedule, no clipping)."""
+
+    def __init__(self, model, data, device):
+        self.model, self.data, self.device = model.train(), data, device
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        self.gen = torch.Generator().manual_seed(0)
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            x, y = get_batch(self.data, 12, 64, self.gen, self.device)
+            loss = F.cross_entropy(self.model(x).logits.flatten(0, 1), y.flatten())  # (B*T, V)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+
+
+def timed(fn, device) -> float:
     t0 = time.perf_counter()
-    for _ in range(steps):
-        x, y = get_batch(data, 12, 64, gen, device)
-        loss = F.cross_entropy(model(x).logits.flatten(0, 1), y.flatten())  # (B*T, V)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * 12 * 64 / (time.perf_counter() - t0)
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -51,6 +59,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--device", default=None)
     ap.add_argument("--speed-steps", type=int, default=100, help="steps for the throughput comparison")
+    ap.add_argument("--speed-only", action="store_true", help="skip the 2,000-step run; only compare throughput")
     args = ap.parse_args()
     device = torch.device(args.device) if args.device else get_device()
     tok = CharTokenizer.train(shakespeare_text())
@@ -61,23 +70,27 @@ def main() -> None:
                       weight_decay=0.1, grad_clip=1.0, eval_interval=max(1, args.iters // 4), eval_iters=200,
                       device=str(device), progress=True)
     trainer = Trainer(make_model(tok.vocab_size), train, val, cfg)
-    t0 = time.perf_counter()
-    hist = trainer.train()
-    secs = time.perf_counter() - t0
-    for s, v in zip(hist.eval_steps, hist.val_loss):
-        print(f"step {s:5d}  val loss {v:.4f}")
-    print(f"final val loss {hist.val_loss[-1]:.4f} (target <= 1.96) in {secs:.0f} s")
+    if not args.speed_only:
+        t0 = time.perf_counter()
+        hist = trainer.train()
+        secs = time.perf_counter() - t0
+        for s, v in zip(hist.eval_steps, hist.val_loss):
+            print(f"step {s:5d}  val loss {v:.4f}")
+        print(f"final val loss {hist.val_loss[-1]:.4f} (target <= 1.96) in {secs:.0f} s")
 
-    # throughput, same run: the course Trainer vs a plain loop, same model size and batches
+    # throughput, same run: the course Trainer vs a plain loop, same model size and batches,
+    # measured in alternating chunks so that a change in machine load hits both alike
+    chunk, rounds = 10, max(1, args.speed_steps // 10)
     speed = Trainer(make_model(tok.vocab_size), train, val,
-                    TrainConfig(max_steps=args.speed_steps, warmup=10, eval_interval=10**6, eval_iters=1,
+                    TrainConfig(max_steps=chunk * rounds + 1, warmup=10, eval_interval=10**6, eval_iters=1,
                                 device=str(device), progress=False))
-    t0 = time.perf_counter()
-    speed.train()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    trainer_tps = args.speed_steps * 12 * 64 / (time.perf_counter() - t0)
-    plain_tps = plain_loop_tokens_per_s(make_model(tok.vocab_size).to(device), train, args.speed_steps, device)
+    plain = PlainLoop(make_model(tok.vocab_size).to(device), train, device)
+    t_trainer = t_plain = 0.0
+    for _ in range(rounds):
+        t_trainer += timed(lambda: speed.train(steps=chunk), device)
+        t_plain += timed(lambda: plain.run(chunk), device)
+    n_tokens = rounds * chunk * 12 * 64
+    trainer_tps, plain_tps = n_tokens / t_trainer, n_tokens / t_plain
     print(f"throughput: course Trainer {trainer_tps:,.0f} tokens/s, plain loop {plain_tps:,.0f} tokens/s, "
           f"ratio {trainer_tps / plain_tps:.2f} (target >= 1.0)")
     sample = generate(trainer.model, torch.tensor([tok.encode("ROMEO:\n")], device=device), 200,
