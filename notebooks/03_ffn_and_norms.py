@@ -46,14 +46,13 @@ if importlib.util.find_spec("course_lib") is None:
 # Transformer Architecture*.
 
 # %%
-from contextlib import contextmanager
-
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib import get_device, seed_everything
+from course_lib.device import single_thread
 from course_lib.blocks import Block, TinyTransformer, per_layer_grad_norms, reverse_task, transformer_block
 from course_lib.ffn import (ACTIVATIONS, FeedForward, GatedFeedForward, ffn_params, gelu, gelu_tanh, get_activation,
                             llama_hidden_size, matched_gated_d_ff, silu)
@@ -63,18 +62,8 @@ from course_lib.viz import plot_per_layer
 device = get_device()
 seed_everything(0)
 torch.set_printoptions(precision=3, sci_mode=False)
-
-
-@contextmanager
-def one_thread():
-    """Training runs below use one CPU thread so that their printed losses are the same on
-    every machine (the order of floating-point sums depends on the thread count)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
+# Training runs below use one CPU thread (single_thread) so that their printed losses are the
+# same on every machine: the order of floating-point sums depends on the thread count.
 
 
 # %% [markdown]
@@ -225,7 +214,7 @@ def fit(model, steps=300, seed=0):
 
 
 gating_results = {}
-with one_thread():
+with single_thread():
     for name, make in [("ReLU FFN, d_ff=48", lambda: FeedForward(8, 48, "relu", bias=False)),
                        ("GELU FFN, d_ff=48", lambda: FeedForward(8, 48, "gelu", bias=False)),
                        ("SwiGLU, d_ff=32", lambda: GatedFeedForward(8, 32, "silu"))]:
@@ -395,7 +384,7 @@ with torch.no_grad():
 # %%
 V, T_TASK, D_MODEL, N_HEADS = 12, 12, 32, 2
 grad_curves = {}
-with one_thread():
+with single_thread():
     for placement in ("post", "pre"):
         torch.manual_seed(0)  # the same initial weights for both placements
         model = TinyTransformer(V, T_TASK, D_MODEL, n_layers=24, n_heads=N_HEADS, norm_placement=placement).to(device)
@@ -441,7 +430,7 @@ def train_reverse(placement, lr=6e-3, warmup=0, steps=120, n_layers=12, seed=0):
 
 
 runs = {}
-with one_thread():
+with single_thread():
     for label, kw in [("pre-LN, no warm-up", dict(placement="pre")),
                       ("post-LN, no warm-up", dict(placement="post")),
                       ("post-LN, 50-step warm-up", dict(placement="post", warmup=50))]:
