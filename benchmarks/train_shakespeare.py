@@ -92,7 +92,7 @@ def main() -> None:
     n_tokens = rounds * chunk * 12 * 64
     trainer_tps, plain_tps = n_tokens / t_trainer, n_tokens / t_plain
     print(f"throughput: course Trainer {trainer_tps:,.0f} tokens/s, plain loop {plain_tps:,.0f} tokens/s, "
-          f"ratio {trainer_tps / plain_tps:.2f} (target >= 1.0)")
+          f"ratio {trainer_tps / plain_tps:.3f} (target >= 1.0)")
     sample = generate(trainer.model, torch.tensor([tok.encode("ROMEO:\n")], device=device), 200,
                       use_cache=False, temperature=0.8, generator=torch.Generator(device=device).manual_seed(0))
     print("sample:\n" + tok.decode(sample[0].tolist()))

@@ -48,9 +48,12 @@ def to_exercise(nb: nbformat.NotebookNode, relpath: str) -> nbformat.NotebookNod
     return normalise(with_header(nb, relpath))
 
 
-def build_all() -> list[Path]:
+def build_all(names: set[str] | None = None) -> list[Path]:
+    """Write exercises/X.ipynb (+ .py) from every solutions/X.ipynb, or only those named."""
     written = []
     for sol in sorted((ROOT / "solutions").glob("*.ipynb")):
+        if names is not None and sol.name not in names:
+            continue
         target = ROOT / "exercises" / sol.name
         write_pair(to_exercise(nbformat.read(sol, as_version=4), f"exercises/{sol.name}"), target)
         written.append(target)

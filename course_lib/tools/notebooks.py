@@ -80,17 +80,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("paths", nargs="*", type=Path, help="py:percent scripts (default: all lessons and solutions)")
     ap.add_argument("--no-run", action="store_true", help="only refresh headers and pairs; keep no outputs")
+    ap.add_argument("--only", action="store_true",
+                    help="build only the given scripts (and the exercises of given solutions); leave the "
+                         "start notebook and README's map alone, e.g. while several lessons are being written")
     args = ap.parse_args(argv)
     scripts = args.paths or sorted((ROOT / "notebooks").glob("*.py")) + sorted((ROOT / "solutions").glob("*.py"))
     start_here = ROOT / "notebooks" / "00_start_here.py"
-    if start_here.resolve() not in [s.resolve() for s in scripts]:
+    if not args.only and start_here.resolve() not in [s.resolve() for s in scripts]:
         scripts.append(start_here)  # it shows the course map, whose status changes with every lesson
     for s in scripts:
         secs = build(s, run=not args.no_run)
         print(f"{s.relative_to(ROOT) if s.is_absolute() else s}: {secs:.1f} s", flush=True)
     from course_lib.tools.build_exercises import build_all
-    for p in build_all():
+    only = {s.resolve().with_suffix(".ipynb").name for s in scripts
+            if s.resolve().parent == ROOT / "solutions"} if args.only else None
+    for p in build_all(only):
         print(f"wrote {p.relative_to(ROOT)}")
+    if args.only:
+        return 0
     if sync_readme_map():
         print("updated the course map in README.md")
     return 0
