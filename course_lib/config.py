@@ -24,3 +24,10 @@ def check_range(cfg, name: str, low: float, high: float, high_inclusive: bool = 
         bracket = "]" if high_inclusive else ")"
         raise ConfigError(f"{type(cfg).__name__}.{name}={value!r}: expected a number in "
                           f"[{low}, {high}{bracket}.")
+
+
+def is_exporting() -> bool:
+    """True while torch.export traces a model (ONNX export, lesson 15). Checks that read tensor
+    *values* (``int(ids.max())``) cannot be traced, so input validation skips them then."""
+    import torch
+    return bool(getattr(torch.compiler, "is_exporting", lambda: False)())

@@ -56,7 +56,10 @@ LESSONS = [
     Lesson("13", "Experiments", "notebooks/13_experiments.ipynb", "exercises/13_experiments.ipynb",
            "length extrapolation, scaling, ablations"),
     Lesson("14", "Beyond the standard block", "notebooks/14_beyond.ipynb", "exercises/14_beyond.ipynb",
-           "selective state spaces (Mamba), a Vision Transformer; later: mixture-of-depths, quantisation"),
+           "selective state spaces (Mamba), a Vision Transformer"),
+    Lesson("15", "Efficiency: routing, parallel blocks, int8, export", "notebooks/15_efficiency.ipynb",
+           "exercises/15_efficiency.ipynb",
+           "mixture-of-depths, parallel attention+FFN, int8 per-channel quantisation, ONNX export"),
 ]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from course_lib.config import ConfigError, check_positive
+from course_lib.config import ConfigError, is_exporting, check_positive
 
 LAYOUTS = ("adjacent", "half")
 
@@ -50,6 +50,8 @@ class LearnedPositionalEmbedding(nn.Embedding):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         _check_positions(positions)
+        if is_exporting():  # torch.export traces shapes, not values (ONNX export)
+            return super().forward(positions)
         if positions.numel() and int(positions.max()) >= self.num_embeddings:
             raise ValueError(f"position {int(positions.max())} is beyond the {self.num_embeddings} learned "
                              "positions: a learned table cannot extrapolate. Use shorter inputs or a "
@@ -70,7 +72,7 @@ def _check_positions(positions) -> None:
     if not isinstance(positions, torch.Tensor) or positions.is_floating_point() or positions.dtype == torch.bool:
         raise TypeError(f"positions must be an integer tensor such as torch.arange(T), got "
                         f"{getattr(positions, 'dtype', type(positions).__name__)}.")
-    if positions.numel() and int(positions.min()) < 0:
+    if positions.numel() and not is_exporting() and int(positions.min()) < 0:
         raise ValueError(f"positions must be >= 0, got {int(positions.min())}.")
 
 

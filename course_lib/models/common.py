@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from course_lib.config import ConfigError
+from course_lib.config import ConfigError, is_exporting
 from course_lib.kv_cache import KVCache
 
 
@@ -66,6 +66,8 @@ def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError("input_ids must be an integer tensor of shape (batch, time), got "
                          f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
                          f"{tuple(getattr(input_ids, 'shape', ()))}; add a batch axis with ids[None].")
+    if is_exporting():  # torch.export traces shapes, not values: it cannot branch on the ids
+        return
     if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
         raise ValueError(f"input_ids must lie in [0, {vocab_size}) (the vocabulary), got values in "
                          f"[{int(input_ids.min())}, {int(input_ids.max())}].")

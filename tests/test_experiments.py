@@ -1,0 +1,322 @@
+"""course_lib.experiments against independent references: a from-scratch forward pass written
+with torch.nn.functional (scaled_dot_product_attention, layer_norm, rms_norm) and Hugging Face's
+Llama RoPE, brute-force loss computations, numpy.polyfit and the published Chinchilla numbers."""
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from course_lib.config import ConfigError
+from course_lib.experiments import (POSITIONS, ExperimentConfig, ExperimentLM, LengthError, PowerLaw,
+                                    compute_optimal, eval_at_length, experiment_params, fit_power_law,
+                                    loss_by_position, non_embedding_params, run_experiment, training_flops)
+
+V = 11
+
+
+def make(seed=0, **kw) -> ExperimentLM:
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=V, context=8, d_model=16, n_layers=2, n_heads=4)
+    model = ExperimentLM(**{**cfg, **kw}).double().eval()
+    with torch.no_grad():  # random, non-trivial weights everywhere (norm gains included)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model
+
+
+# ------------------------------------------------------------------ an independent forward pass
+def sinusoid_table(T: int, d: int) -> torch.Tensor:
+    pe = torch.zeros(T, d, dtype=torch.float64)
+    for pos in range(T):
+        for i in range(0, d, 2):
+            pe[pos, i] = math.sin(pos / 10000 ** (i / d))
+            pe[pos, i + 1] = math.cos(pos / 10000 ** (i / d))
+    return pe
+
+
+def alibi_slopes_power_of_two(H: int) -> torch.Tensor:
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / H) for h in range(H)], dtype=torch.float64)
+
+
+def norm(x, mod, kind):
+    if kind == "layernorm":
+        return F.layer_norm(x, (x.size(-1),), mod.weight, mod.bias, eps=1e-5)
+    return F.rms_norm(x, (x.size(-1),), mod.weight, eps=1e-6)
+
+
+def reference_attention(block, h, cfg: ExperimentConfig):
+    a = block.attn
+    B, T, C = h.shape
+    H, Hkv, D = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+    q = F.linear(h, a.q_proj.weight, a.q_proj.bias).view(B, T, H, D).transpose(1, 2)
+    k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(B, T, Hkv, D).transpose(1, 2)
+    v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(B, T, Hkv, D).transpose(1, 2)
+    if cfg.position == "rope":  # Hugging Face Llama's rotation, angles computed here
+        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+        freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq  # (T, D/2)
+        emb = torch.cat([freqs, freqs], -1)[None]  # (1, T, D)
+        q, k = apply_rotary_pos_emb(q, k, emb.cos(), emb.sin())
+    k = k.repeat_interleave(H // Hkv, dim=1)  # consecutive query heads share a key/value head
+    v = v.repeat_interleave(H // Hkv, dim=1)
+    if cfg.position == "alibi":
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        bias = -alibi_slopes_power_of_two(H)[:, None, None] * (i - j)  # (H, T, T)
+        bias = bias.masked_fill(j > i, float("-inf"))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    y = y.transpose(1, 2).reshape(B, T, H * D)
+    return F.linear(y, a.o_proj.weight, a.o_proj.bias)
+
+
+def reference_ffn(block, h, cfg):
+    f = block.ffn
+    if cfg.ffn == "gelu":
+        return F.linear(F.gelu(F.linear(h, f.up_proj.weight, f.up_proj.bias)), f.down_proj.weight, f.down_proj.bias)
+    gate = F.silu(F.linear(h, f.gate_proj.weight, f.gate_proj.bias))
+    return F.linear(gate * F.linear(h, f.up_proj.weight, f.up_proj.bias), f.down_proj.weight, f.down_proj.bias)
+
+
+def reference_forward(model: ExperimentLM, ids: torch.Tensor) -> torch.Tensor:
+    cfg = model.config
+    T = ids.size(1)
+    E = model.tok_emb.weight
+    x = E[ids]
+    if cfg.position == "learned":
+        x = x + model.pos_emb.weight[:T]
+    elif cfg.position == "sinusoidal":
+        x = x * math.sqrt(cfg.d_model) + sinusoid_table(T, cfg.d_model)
+    for b in model.blocks:
+        if cfg.norm_placement == "pre":
+            x = x + reference_attention(b, norm(x, b.attn_norm, cfg.norm), cfg)
+            x = x + reference_ffn(b, norm(x, b.ffn_norm, cfg.norm), cfg)
+        else:
+            x = norm(x + reference_attention(b, x, cfg), b.attn_norm, cfg.norm)
+            x = norm(x + reference_ffn(b, x, cfg), b.ffn_norm, cfg.norm)
+    if cfg.norm_placement == "pre":
+        x = norm(x, model.final_norm, cfg.norm)
+    return x @ E.T  # the tied head
+
+
+VARIANTS = [dict(position=p) for p in POSITIONS] + [
+    dict(position="rope", norm="rmsnorm", ffn="swiglu", n_kv_heads=2),
+    dict(position="alibi", norm_placement="post", n_kv_heads=1),
+    dict(position="none", norm_placement="post", norm="rmsnorm", bias=True),
+    dict(position="sinusoidal", ffn="swiglu", bias=True, n_kv_heads=2),
+    dict(position="learned", norm="rmsnorm", n_kv_heads=1, ffn="swiglu"),
+]
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def test_forward_equals_an_independent_computation(kw):
+    model = make(**kw)
+    lengths = [5, 8] + ([20] if kw["position"] != "learned" else [])  # 20 > the trained context of 8
+    for T in lengths:
+        ids = torch.randint(0, V, (3, T), generator=torch.Generator().manual_seed(T))
+        with torch.no_grad():
+            err = (model(ids) - reference_forward(model, ids)).abs().max().item()
+        assert err < 1e-10, (kw, T, err)
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def test_causal_for_every_variant(kw):
+    model = make(**kw)
+    T = 8 if kw["position"] == "learned" else 24
+    ids = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = model(ids)
+        for t in (0, 3, T - 1):
+            changed = ids.clone()
+            changed[:, t] = (changed[:, t] + 1) % V
+            out = model(changed)
+            assert torch.equal(out[:, :t], base[:, :t]), (kw, t)  # the past cannot see the future
+            assert not torch.allclose(out[:, t], base[:, t])  # ... but position t sees itself
+
+
+def test_order_of_the_past_is_invisible_only_without_positions():
+    """One layer: the last position attends over a *set* of earlier tokens. Without positions,
+    swapping two earlier tokens leaves its output unchanged; every scheme makes it depend on order."""
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    swapped = torch.tensor([[2, 1, 3, 4, 5]])
+    for p in POSITIONS:
+        model = make(position=p, n_layers=1)
+        with torch.no_grad():
+            same = torch.allclose(model(ids)[0, -1], model(swapped)[0, -1])
+        assert same == (p == "none"), p
+
+
+def test_learned_positions_refuse_longer_inputs():
+    model = make(position="learned")
+    model(torch.zeros(1, 8, dtype=torch.long))  # exactly the table: fine
+    with pytest.raises(LengthError, match="no embedding for position >= 8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    assert issubclass(LengthError, ValueError)
+
+
+# ------------------------------------------------------------------ parameter counts
+@pytest.mark.parametrize("kw", VARIANTS + [dict(position="rope", d_ff=40, ffn="swiglu"),
+                                           dict(position="none", n_layers=3, d_model=24, n_heads=3)],
+                         ids=str)
+def test_parameter_formula_equals_the_model(kw):
+    torch.manual_seed(0)
+    model = ExperimentLM(vocab_size=V, context=8, d_model=kw.pop("d_model", 16), n_heads=kw.pop("n_heads", 4), **kw)
+    counts = experiment_params(model.config)
+    unique = {id(p): p.numel() for p in model.parameters()}
+    assert counts.total == sum(unique.values())
+    assert counts.non_embedding == non_embedding_params(model)
+    embedding = model.tok_emb.weight.numel() + (model.pos_emb.weight.numel() if model.pos_emb is not None else 0)
+    assert non_embedding_params(model) == sum(unique.values()) - embedding
+
+
+def test_replace_resolves_defaults_for_the_new_size():
+    base = ExperimentConfig(d_model=64, n_heads=4)
+    small = replace(base, d_model=16, n_heads=2)
+    assert small.ffn_hidden == 64 and small.kv_heads == 2
+    assert replace(base, n_kv_heads=1).kv_heads == 1 and replace(base, d_ff=100).ffn_hidden == 100
+
+
+def test_swiglu_is_parameter_matched():
+    gelu, swiglu = ExperimentConfig(d_model=64, ffn="gelu"), ExperimentConfig(d_model=64, ffn="swiglu")
+    assert swiglu.ffn_hidden == round(2 * 256 / 3) == 171
+    a, b = experiment_params(gelu).non_embedding, experiment_params(swiglu).non_embedding
+    assert abs(a - b) / a < 0.005  # 3·64·171 vs 2·64·256 weights per FFN: within half a percent
+
+
+def test_gqa_and_mqa_shrink_only_k_and_v():
+    mha, gqa, mqa = (experiment_params(ExperimentConfig(d_model=64, n_heads=4, n_kv_heads=k)) for k in (4, 2, 1))
+    per_head = 2 * 64 * 16  # k_proj and v_proj columns of one head
+    assert mha.blocks - gqa.blocks == 2 * 2 * per_head  # two layers, two heads fewer
+    assert mha.blocks - mqa.blocks == 2 * 3 * per_head
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(position="relative"), "position"), (dict(norm_placement="sandwich"), "norm_placement"),
+    (dict(norm="batchnorm"), "norm"), (dict(ffn="relu"), "ffn"),
+    (dict(n_kv_heads=3), "divisors of 4"), (dict(n_kv_heads=0), "n_kv_heads"), (dict(d_ff=0), "d_ff"), (dict(d_model=30), "multiple of n_heads"),
+    (dict(d_model=12, n_heads=4, position="rope"), "even"), (dict(context=0), "context"),
+    (dict(dropout=1.0), "dropout"), (dict(rope_theta=-1.0), "rope_theta"),
+])
+def test_bad_configs_say_what_to_fix(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        ExperimentConfig(**bad)
+
+
+# ------------------------------------------------------------------ evaluation at a length
+def brute_force_loss(model, data, length, n_batches, batch_size, seed):
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.as_tensor(np.asarray(data, dtype=np.int64))
+    nll = []
+    for _ in range(n_batches):
+        starts = torch.randint(len(data) - length, (batch_size,), generator=gen)
+        for s in starts.tolist():
+            window = data[s: s + length + 1]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(window[None, :-1])[0].double(), -1)  # (T, V)
+            nll += [-logp[t, window[t + 1]].item() for t in range(length)]
+    return sum(nll) / len(nll)
+
+
+@pytest.mark.parametrize("position,length", [("rope", 8), ("alibi", 20), ("learned", 6), ("none", 30)])
+def test_eval_at_length_equals_brute_force(position, length):
+    model = make(position=position, dropout=0.2).float()
+    data = np.random.default_rng(0).integers(0, V, 500).astype(np.uint16)  # as encoded_corpus stores it
+    model.train()
+    got = eval_at_length(model, data, length, 3, 4, torch.Generator().manual_seed(7))
+    assert model.training  # the mode it was found in
+    model.eval()
+    expected = brute_force_loss(model, data, length, 3, 4, 7)
+    assert isinstance(got, float) and got == pytest.approx(expected, rel=1e-5)
+    by_pos = loss_by_position(model, data, length, 3, 4, torch.Generator().manual_seed(7))
+    assert by_pos.shape == (length,) and by_pos.mean().item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_by_position_on_pieces_of_one_window():
+    """window=W: every length predicts the same tokens; brute force feeds each piece on its own."""
+    model = make(position="alibi").float()
+    data = np.random.default_rng(1).integers(0, V, 400)
+    W = 24
+    gen = torch.Generator().manual_seed(3)
+    starts = [torch.randint(len(data) - W, (2,), generator=gen) for _ in range(2)]  # get_batch's draws
+    for length in (6, 12, 24):
+        got = loss_by_position(model, data, length, 2, 2, torch.Generator().manual_seed(3), window=W)
+        per_pos = torch.zeros(length, dtype=torch.float64)
+        n = 0
+        for batch in starts:
+            for s in batch.tolist():
+                for piece in range(W // length):
+                    a = s + piece * length
+                    ids = torch.as_tensor(data[a: a + length + 1])
+                    with torch.no_grad():
+                        logp = torch.log_softmax(model(ids[None, :-1])[0].double(), -1)
+                    per_pos += -logp[torch.arange(length), ids[1:]]
+                    n += 1
+        assert torch.allclose(got.double(), per_pos / n, atol=1e-5), length
+    with pytest.raises(ValueError, match="divides the window"):
+        loss_by_position(model, data, 5, 1, 1, window=W)
+
+
+def test_eval_at_length_tracks_no_gradients_and_is_repeatable():
+    model = make(position="alibi").float()
+    data = torch.randint(0, V, (300,), generator=torch.Generator().manual_seed(0))
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(torch.is_grad_enabled()))
+    a = eval_at_length(model, data, 16, 2, 3, torch.Generator().manual_seed(1))
+    b = eval_at_length(model, data, 16, 2, 3, torch.Generator().manual_seed(1))
+    assert a == b and seen == [False] * 4
+    with pytest.raises(LengthError):
+        eval_at_length(make(position="learned").float(), data, 16, 1, 2, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="length"):
+        eval_at_length(model, data, 0, 1, 2)
+
+
+# ------------------------------------------------------------------ scaling arithmetic
+def test_fit_power_law_recovers_a_known_exponent():
+    n = np.array([1e3, 3e3, 1e4, 3e4, 1e5, 3e5])
+    exact = fit_power_law(n, 7.0 * n ** -0.3)
+    assert exact.coefficient == pytest.approx(7.0) and exact.exponent == pytest.approx(0.3) and exact.r2 == pytest.approx(1.0)
+    noisy_loss = 7.0 * n ** -0.3 * np.exp(np.random.default_rng(0).normal(0, 0.05, n.size))
+    fit = fit_power_law(n, noisy_loss)
+    slope, intercept = np.polyfit(np.log(n), np.log(noisy_loss), 1)
+    assert fit.exponent == pytest.approx(-slope, rel=1e-12) and fit.coefficient == pytest.approx(np.exp(intercept))
+    r = np.corrcoef(np.log(n), np.log(noisy_loss))[0, 1]
+    assert fit.r2 == pytest.approx(r ** 2, rel=1e-12) and 0.9 < fit.r2 < 1  # R² of a line = r²
+    assert isinstance(fit, PowerLaw) and fit(n).shape == n.shape
+    a, alpha, r2 = fit  # unpacks as (coefficient, exponent, r²)
+    assert (a, alpha, r2) == (fit.coefficient, fit.exponent, fit.r2)
+
+
+@pytest.mark.parametrize("n,loss,match", [([1, 2], [1.0], "one loss per size"), ([5, 5], [1.0, 2.0], "two different"),
+                                          ([1, 2], [1.0, -1.0], "> 0"), ([0, 2], [1.0, 1.0], "> 0")])
+def test_fit_power_law_rejects_bad_input(n, loss, match):
+    with pytest.raises(ValueError, match=match):
+        fit_power_law(n, loss)
+
+
+def test_compute_optimal_matches_chinchilla():
+    # Hoffmann et al. 2022: Chinchilla, 70B parameters on 1.4T tokens (20 per parameter)
+    c = training_flops(70e9, 1.4e12)
+    assert c == pytest.approx(5.88e23)
+    n, d = compute_optimal(c)
+    assert n == pytest.approx(70e9) and d == pytest.approx(1.4e12)
+    n2, d2 = compute_optimal(1e20, tokens_per_param=5)
+    assert training_flops(n2, d2) == pytest.approx(1e20) and d2 == pytest.approx(5 * n2)
+    with pytest.raises(ValueError):
+        compute_optimal(0)
+    with pytest.raises(ValueError):
+        training_flops(-1, 10)
+
+
+def test_run_experiment_is_reproducible():
+    data = np.random.default_rng(0).integers(0, V, 2000).astype(np.uint16)
+    cfg = ExperimentConfig(vocab_size=V, context=8, d_model=16, n_layers=1, n_heads=2, position="rope")
+    a = run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=4, eval_iters=2, device="cpu")
+    b = run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=4, eval_iters=2, device="cpu")
+    assert a.val_loss == b.val_loss and math.isfinite(a.val_loss) and not a.model.training
+    assert a.tokens == 4 * 4 * 8 and a.n_params == experiment_params(cfg).total
+    assert a.non_embedding == experiment_params(cfg).non_embedding and a.seconds_per_step > 0
+    with pytest.raises(ConfigError, match="steps"):
+        run_experiment(cfg, data[:1500], data[1500:], 0)
