@@ -19,9 +19,30 @@ def show_live_or_static(box: W.Widget, controls: list[W.Widget], redraw, static)
     if is_headless():
         static()
         return
+    guarded = _once(redraw)  # one guard shared by every control
     for c in controls:
-        c.observe(redraw, names="value")
-    redraw()
+        c.observe(guarded, names="value")
+    guarded()
+
+
+def _once(redraw):
+    """A redraw that ignores calls made while it runs. A redraw often adjusts a dependent control
+    (fewer heads -> a smaller `head.max`, which clamps its value); that change fires the observer
+    again from inside the redraw, and without this guard the figure would be drawn twice per
+    move, which is what made the dropdowns feel slow."""
+    busy = False
+
+    def guarded(*args):
+        nonlocal busy
+        if busy:
+            return
+        busy = True
+        try:
+            redraw(*args)
+        finally:
+            busy = False
+
+    return guarded
 
 
 # ------------------------------------------------------------------ training: a live loss plot
