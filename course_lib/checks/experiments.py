@@ -106,7 +106,7 @@ def _windows(data, length, batch_size, generator):
 
 
 def _ce(logits, y, reduction="mean"):
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction=reduction)
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction=reduction)  # (B*T, V) vs (B*T,)
 
 
 def _not_shifted(model, data, length, n_batches, batch_size, generator):
