@@ -23,3 +23,7 @@ def pytest_terminal_summary(terminalreporter):
         for path, secs in sorted(_durations.items()):
             terminalreporter.write_line(f"{secs:7.1f} s  {path}")
         terminalreporter.write_line(f"{sum(_durations.values()):7.1f} s  total")
+
+# nbval compares numbers in cells that carry `tolerance` metadata within that tolerance
+# (course_lib/tools/tolerance.py; README, "For contributors").
+pytest_plugins = ["course_lib.tools.tolerance"]

@@ -25,11 +25,10 @@ import sys
 from pathlib import Path
 
 import nbformat
-from nbclient import NotebookClient
 
 from course_lib.checks import REGISTRY
 from course_lib.checks.core import RESULTS_MARKER
-from course_lib.tools.notebooks import HEADLESS_ENV
+from course_lib.tools.kernel import execute
 
 COLLECT = "from course_lib.checks.core import results_json as _r; print(_r())"
 
@@ -45,14 +44,10 @@ def called_checks(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def grade_notebook(path: Path, cell_timeout: int = 120) -> dict:
-    import os
     nb = nbformat.read(path, as_version=4)
     expected = called_checks(nb)
     nb.cells.append(nbformat.v4.new_code_cell(COLLECT))
-    os.environ.update(HEADLESS_ENV)
-    client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent.resolve())}})
-    client.execute()
+    execute(nb, path.parent.resolve(), timeout=cell_timeout, allow_errors=True)
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("output_type") == "stream")
     if RESULTS_MARKER not in text:
         raise RuntimeError(f"{path}: the notebook ran but its check results could not be collected")

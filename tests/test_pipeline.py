@@ -13,6 +13,7 @@ import pytest
 from course_lib.course_map import LESSONS, ROOT, markdown_table
 from course_lib.tools.build_exercises import strip_solutions, to_exercise
 from course_lib.tools.colab import COLAB_TAG, badge_markdown, setup_code
+from course_lib.tools.notebooks import formats, twins
 
 BOOKS = sorted(p for d in ("notebooks", "solutions", "exercises") for p in (ROOT / d).glob("*.ipynb"))
 REL = [str(p.relative_to(ROOT)) for p in BOOKS]
@@ -49,11 +50,36 @@ def test_committed_exercise_is_what_the_build_produces(sol):
 @pytest.mark.parametrize("rel", REL)
 def test_notebook_and_its_py_percent_script_are_in_sync(rel):
     nb = nbformat.read(ROOT / rel, as_version=4)
-    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent"
-    script = (ROOT / rel).with_suffix(".py")
+    assert nb.metadata.get("jupytext", {}).get("formats") == formats(rel.split("/")[0])
+    script = twins(ROOT / rel)[1]
     assert script.exists(), f"{rel} has no paired script; run `python -m course_lib.tools.notebooks`"
     assert cells(jupytext.read(script)) == cells(nb), (
-        f"{rel} and {script.name} differ: run `jupytext --sync {rel}`")
+        f"{rel} and {script.relative_to(ROOT)} differ: run `jupytext --sync {rel}`")
+
+
+def test_jupytext_itself_pairs_each_notebook_with_its_script_under_scripts():
+    from jupytext.paired_paths import paired_paths
+    for rel in REL:
+        nb = nbformat.read(ROOT / rel, as_version=4)
+        paths = [p for p, _ in paired_paths(str(ROOT / rel), "ipynb", nb.metadata["jupytext"]["formats"])]
+        assert paths == [str(ROOT / rel), str(twins(ROOT / rel)[1])]
+
+
+def test_learners_see_one_entry_per_lesson():
+    """notebooks/ and exercises/ hold only notebooks; every script is under scripts/."""
+    for folder in ("notebooks", "exercises", "solutions"):
+        entries = sorted(p.name for p in (ROOT / folder).iterdir() if not p.name.startswith("."))
+        assert entries and all(e.endswith(".ipynb") for e in entries), (folder, entries)
+        scripts = sorted(p.stem for p in (ROOT / "scripts" / folder).glob("*.py"))
+        assert scripts == sorted(e[:-len(".ipynb")] for e in entries), folder
+
+
+def test_twins_names_both_sides_and_rejects_other_paths():
+    nb, script = twins(ROOT / "scripts" / "solutions" / "01_attention.py")
+    assert nb == ROOT / "solutions" / "01_attention.ipynb"
+    assert twins(nb) == (nb, script)
+    with pytest.raises(ValueError, match="not a course notebook"):
+        twins(ROOT / "course_lib" / "attention.py")
 
 
 @pytest.mark.parametrize("rel", REL)
@@ -86,10 +112,14 @@ def test_course_map_lists_every_lesson_and_exercise():
 
 def test_ci_runs_readme_test_command():
     readme = (ROOT / "README.md").read_text()
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().replace("\\\n", " ")  # join continued lines
     test_cmd = [l for l in ci.splitlines() if "pytest" in l and not l.startswith("#")]
     assert test_cmd and test_cmd[0].strip() in readme, "CI's first pytest line must be README's test command"
-    assert all("-m browser" in l for l in test_cmd[1:]), "other pytest lines in CI are the browser subset"
+    others = test_cmd[1:]
+    assert any("ATEN_CPU_CAPABILITY=default" in l and "pytest notebooks solutions" in l for l in others), (
+        "CI re-runs the notebooks on a non-native CPU path")
+    assert all("-m browser" in l or "ATEN_CPU_CAPABILITY=default" in l for l in others), (
+        "other pytest lines in CI are the non-native notebook run and the browser subset")
     assert "python -m pytest -m browser tests/browser -p no:xdist" in readme
     assert "torch==2.13.0" in ci
 

@@ -49,7 +49,7 @@ def to_exercise(nb: nbformat.NotebookNode, relpath: str) -> nbformat.NotebookNod
 
 
 def build_all(names: set[str] | None = None) -> list[Path]:
-    """Write exercises/X.ipynb (+ .py) from every solutions/X.ipynb, or only those named."""
+    """Write exercises/X.ipynb (+ scripts/exercises/X.py) from every solutions/X.ipynb, or only those named."""
     written = []
     for sol in sorted((ROOT / "solutions").glob("*.ipynb")):
         if names is not None and sol.name not in names:

@@ -1,32 +1,54 @@
 """Build the course notebooks from their paired py:percent scripts.
 
-    python -m course_lib.tools.notebooks [PATH ...]    # default: notebooks/ and solutions/
+    python -m course_lib.tools.notebooks [PATH ...]    # default: every lesson and solution
 
-For each script (`notebooks/01_attention.py` ...): put the current Colab badge and setup
-cell first, write the paired `.ipynb`, execute it (so stored outputs are real outputs of
-the code), and write the script back from the executed notebook so the pair is in sync.
-Then regenerate `exercises/` from `solutions/` (course_lib.tools.build_exercises) and the
-course map in README.md.
+Each notebook `notebooks/01_attention.ipynb` is paired with the script
+`scripts/notebooks/01_attention.py` (likewise `solutions/`, `exercises/`): the scripts give
+reviewable diffs and live apart, so a learner's file browser shows one entry per lesson.
+A PATH may name either twin. For each: put the current Colab badge and setup cell first, write
+the `.ipynb`, execute it (so stored outputs are real outputs of the code), and write the script
+back from the executed notebook so the pair is in sync. Then regenerate `exercises/` from
+`solutions/` (course_lib.tools.build_exercises) and the course map in README.md.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-import jupytext
 import nbformat
-from nbclient import NotebookClient
+
+try:
+    import jupytext
+except ModuleNotFoundError as exc:  # a build tool, not part of the core install
+    raise ModuleNotFoundError('building the notebooks needs jupytext, one of the development tools; '
+                              'install them with: python -m pip install -e ".[dev]"', name="jupytext") from exc
 
 from course_lib.tools.colab import COLAB_TAG, badge_markdown, setup_code
+from course_lib.tools.kernel import execute
 
 ROOT = Path(__file__).resolve().parents[2]
-FORMATS = "ipynb,py:percent"
+BOOKS = ("notebooks", "solutions", "exercises")  # folders of notebooks, each mirrored under scripts/
+SCRIPTS = ROOT / "scripts"
 KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-HEADLESS_ENV = {"COURSE_LIB_HEADLESS": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+
+
+def formats(folder: str) -> str:
+    """Jupytext pairing of `folder/X.ipynb` with `scripts/folder/X.py` (`jupytext --sync` follows it)."""
+    return f"{folder}///ipynb,scripts/{folder}///py:percent"
+
+
+def twins(path: Path) -> tuple[Path, Path]:
+    """(notebook, script) for either twin, e.g. notebooks/01_attention.ipynb or
+    scripts/notebooks/01_attention.py."""
+    path = Path(path).resolve()
+    rel = path.relative_to(SCRIPTS if path.is_relative_to(SCRIPTS) else ROOT)
+    if len(rel.parts) != 2 or rel.parts[0] not in BOOKS:
+        raise ValueError(f"{path}: not a course notebook or its script; expected "
+                         f"notebooks/, solutions/ or exercises/ X.ipynb, or scripts/<that folder>/X.py")
+    ipynb = ROOT / rel.parent / f"{rel.stem}.ipynb"
+    return ipynb, SCRIPTS / rel.parent / f"{rel.stem}.py"
 
 
 def with_header(nb: nbformat.NotebookNode, relpath: str) -> nbformat.NotebookNode:
@@ -35,7 +57,7 @@ def with_header(nb: nbformat.NotebookNode, relpath: str) -> nbformat.NotebookNod
     badge = nbformat.v4.new_markdown_cell(badge_markdown(relpath), metadata={"tags": [COLAB_TAG]})
     setup = nbformat.v4.new_code_cell(setup_code(), metadata={"tags": [COLAB_TAG]})
     nb.cells = [badge, setup] + cells
-    nb.metadata["jupytext"] = {"formats": FORMATS}
+    nb.metadata["jupytext"] = {"formats": formats(relpath.split("/")[0])}
     nb.metadata["kernelspec"] = KERNEL
     nb.metadata["language_info"] = {"name": "python"}
     for c in nb.cells:  # stable ids keep diffs small
@@ -52,48 +74,43 @@ def normalise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> nbformat.NotebookNode:
-    os.environ.update(HEADLESS_ENV)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(cwd)}}).execute()
-    return nb
-
-
 def write_pair(nb: nbformat.NotebookNode, ipynb: Path) -> None:
     nb = normalise(nb)
+    script = twins(ipynb)[1]
+    script.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, ipynb)
-    jupytext.write(nb, ipynb.with_suffix(".py"), fmt="py:percent")
+    jupytext.write(nb, script, fmt="py:percent")
 
 
-def build(script: Path, run: bool = True) -> float:
-    script = script.resolve()
-    ipynb = script.with_suffix(".ipynb")
+def build(path: Path, run: bool = True) -> float:
+    ipynb, script = twins(path)
     nb = with_header(jupytext.read(script), str(ipynb.relative_to(ROOT)))
     start = time.perf_counter()
     if run:
-        execute(nb, script.parent)
+        execute(nb, ipynb.parent)
     write_pair(nb, ipynb)
     return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("paths", nargs="*", type=Path, help="py:percent scripts (default: all lessons and solutions)")
+    ap.add_argument("paths", nargs="*", type=Path,
+                    help="notebooks or their py:percent scripts (default: all lessons and solutions)")
     ap.add_argument("--no-run", action="store_true", help="only refresh headers and pairs; keep no outputs")
     ap.add_argument("--only", action="store_true",
                     help="build only the given scripts (and the exercises of given solutions); leave the "
                          "start notebook and README's map alone, e.g. while several lessons are being written")
     args = ap.parse_args(argv)
-    scripts = args.paths or sorted((ROOT / "notebooks").glob("*.py")) + sorted((ROOT / "solutions").glob("*.py"))
-    start_here = ROOT / "notebooks" / "00_start_here.py"
-    if not args.only and start_here.resolve() not in [s.resolve() for s in scripts]:
-        scripts.append(start_here)  # it shows the course map, whose status changes with every lesson
-    for s in scripts:
-        secs = build(s, run=not args.no_run)
-        print(f"{s.relative_to(ROOT) if s.is_absolute() else s}: {secs:.1f} s", flush=True)
+    books = [twins(p)[0] for p in args.paths] or [
+        twins(s)[0] for d in ("notebooks", "solutions") for s in sorted((SCRIPTS / d).glob("*.py"))]
+    start_here = ROOT / "notebooks" / "00_start_here.ipynb"
+    if not args.only and start_here not in books:
+        books.append(start_here)  # it shows the course map, whose status changes with every lesson
+    for b in books:
+        secs = build(b, run=not args.no_run)
+        print(f"{b.relative_to(ROOT)}: {secs:.1f} s", flush=True)
     from course_lib.tools.build_exercises import build_all
-    only = {s.resolve().with_suffix(".ipynb").name for s in scripts
-            if s.resolve().parent == ROOT / "solutions"} if args.only else None
+    only = {b.name for b in books if b.parent == ROOT / "solutions"} if args.only else None
     for p in build_all(only):
         print(f"wrote {p.relative_to(ROOT)}")
     if args.only:

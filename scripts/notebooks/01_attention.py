@@ -1,0 +1,283 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: notebooks///ipynb,scripts/notebooks///py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] tags=["colab-setup"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/transformers-from-scratch/course/blob/main/notebooks/01_attention.ipynb)
+
+# %% tags=["colab-setup"]
+# Setup: in Colab this installs the course (about a minute); elsewhere it only checks it is installed.
+import importlib.util, subprocess, sys
+if "google.colab" in sys.modules and importlib.util.find_spec("course_lib") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "git+https://github.com/transformers-from-scratch/course.git"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()  # ipywidgets 8 in Colab
+if importlib.util.find_spec("course_lib") is None:
+    raise ModuleNotFoundError("course_lib is not installed. In a terminal at the repository root run: "
+                              "python -m pip install -e .  (see README.md)")
+
+# %% [markdown]
+# # 01 · Attention
+#
+# **You will learn** what attention computes, step by step; *why* the scores are divided by
+# √d_k (measured, not asserted); how causal and padding masks work; and how multi-head
+# attention splits and merges heads — ending with proof that our code equals PyTorch's.
+#
+# **Then** do `exercises/01_attention.ipynb`: softmax, scaled dot-product attention, the
+# causal mask and a multi-head attention module, each graded by a check.
+#
+# Paper: Vaswani et al. 2017, *Attention Is All You Need*, §3.2.
+
+# %%
+import math
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from course_lib import get_device, seed_everything
+from course_lib.attention import (MultiHeadAttention, attention_weights, causal_mask, padding_mask,
+                                  scaled_dot_product_attention, softmax)
+from course_lib.viz import plot_attention, plot_mask
+
+device = get_device()
+seed_everything(0)
+torch.set_printoptions(precision=3, sci_mode=False)
+
+# %% [markdown]
+# ## 1. A soft dictionary lookup
+# A Python dict returns the value whose key *equals* the query. Attention returns a
+# **blend** of all values, weighted by how *similar* each key is to the query:
+#
+# $$\text{output} = \sum_j \text{softmax}_j(q \cdot k_j)\, v_j$$
+#
+# Below, three keys are 2-d vectors; the query points almost along key 1, so value 1
+# gets most of the weight — but not all of it.
+
+# %%
+keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])  # (T=3, D=2)
+values = torch.tensor([[10.0], [20.0], [30.0]])  # (T=3, 1)
+query = torch.tensor([0.2, 2.0])  # (D=2,)
+
+scores = keys @ query  # (3,) one similarity per key
+weights = softmax(scores, dim=-1)  # (3,) sums to 1
+print("scores :", scores)
+print("weights:", weights, "sum =", weights.sum().item())
+print("output :", weights @ values, "(a hard lookup of key 1 would give 20)")
+
+# %% [markdown]
+# ## 2. Scores → softmax → weighted sum, for a whole sequence
+# In self-attention every token produces a query, a key and a value (three linear maps of
+# its embedding). With T tokens we compute all T×T scores at once as a matrix product.
+# Shapes use one vocabulary throughout the course: B batch, T time, C channels, H heads,
+# D head size.
+
+# %%
+B, T, D = 1, 5, 8
+q = torch.randn(B, T, D)  # (B, T, D)
+k = torch.randn(B, T, D)  # (B, T, D)
+v = torch.randn(B, T, D)  # (B, T, D)
+
+attn_scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (B, T, T): row i = query i against every key
+attn_weights = softmax(attn_scores, dim=-1)  # (B, T, T): each row sums to 1
+context = attn_weights @ v  # (B, T, D): row i = blend of values for query i
+print("scores", tuple(attn_scores.shape), "weights", tuple(attn_weights.shape), "context", tuple(context.shape))
+print("row sums:", attn_weights.sum(-1))
+
+# %% [markdown]
+# **Why subtract the maximum inside softmax?** `exp(1000)` is `inf` in float32, and
+# `inf / inf` is `NaN`. Since softmax(x) = softmax(x − c) for any constant c, we subtract the
+# row maximum first. Compare:
+
+# %%
+big = torch.tensor([1000.0, 999.0, 998.0])
+naive = torch.exp(big) / torch.exp(big).sum()
+print("naive  :", naive)
+print("stable :", softmax(big, dim=-1))
+
+# %% [markdown]
+# ## 3. Why divide by √d_k? Measure it.
+# If the entries of q and k are independent with mean 0 and variance 1, then q·k is a sum of
+# d_k such products, so its **variance grows like d_k**. Large scores push softmax towards a
+# one-hot vector: the entropy collapses and the gradient through softmax vanishes.
+# Dividing by √d_k brings the variance back to 1 whatever the head size.
+#
+# The cell measures all three for several d_k, with and without the scale.
+
+# %%
+seed_everything(0)
+dims = [4, 16, 64, 256, 1024]
+rows = []
+for d in dims:
+    qd, kd = torch.randn(2000, d), torch.randn(2000, 16, d)  # 2000 queries, 16 keys each
+    raw = torch.einsum("nd,ntd->nt", qd, kd)  # (2000, 16) unscaled scores
+    for name, s in (("unscaled", raw), ("scaled", raw / math.sqrt(d))):
+        p = softmax(s, dim=-1)
+        entropy = -(p * p.clamp_min(1e-30).log()).sum(-1).mean().item()
+        # size of d(softmax)/d(scores): Jacobian diag(p) - p pᵀ; its Frobenius norm, averaged
+        jac = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (2000, 16, 16)
+        grad = jac.flatten(1).norm(dim=-1).mean().item()  # (2000, 256) -> scalar
+        rows.append((d, name, s.var().item(), entropy, p.max(-1).values.mean().item(), grad))
+
+print(f"{'d_k':>5} {'':>9} {'var(q·k)':>9} {'entropy':>8} {'max weight':>10} {'|∂softmax|':>10}")
+for d, name, var, ent, mx, grad in rows:
+    print(f"{d:>5} {name:>9} {var:>9.1f} {ent:>8.3f} {mx:>10.3f} {grad:>10.4f}")
+print(f"(uniform weights over 16 keys would have entropy ln 16 = {math.log(16):.3f})")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+for name, style in (("unscaled", "o-"), ("scaled", "s--")):
+    sel = [r for r in rows if r[1] == name]
+    for ax, col, label in zip(axes, (2, 3, 5), ("variance of q·k", "softmax entropy (nats)",
+                                                 "softmax Jacobian norm")):
+        ax.plot(dims, [r[col] for r in sel], style, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("d_k")
+        ax.set_title(label)
+axes[0].set_yscale("log")
+axes[0].legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Read the table: unscaled, the variance tracks d_k, the entropy falls towards 0 (one key
+# takes almost all the weight) and the Jacobian norm — how much a change in the scores can
+# move the weights, and so how much gradient flows back — shrinks. Scaled, all three stay
+# put as d_k grows. That is the whole argument for the 1/√d_k in Eq. 1.
+
+# %% [markdown]
+# ## 4. Masks: who may attend to whom
+# A mask is a boolean (T_q, T_k) matrix — **True means "may attend"**, the convention of
+# `F.scaled_dot_product_attention`. Before softmax we set the blocked scores to −∞, so
+# `exp(−∞) = 0` gives them exactly zero weight and the rest still sum to 1.
+#
+# * **Causal** (GPT): token i sees only tokens 0..i — it must not peek at the future it is
+#   trained to predict.
+# * **Padding** (any batch of unequal lengths): nobody attends to the pad tokens.
+
+# %%
+tokens = ["the", "cat", "sat", "<pad>", "<pad>"]
+cm = causal_mask(5)  # (T, T)
+pm = padding_mask(torch.tensor([[1, 1, 1, 0, 0]]))[0, 0]  # (1, 1, 1, T) -> (1, T)
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+plot_mask(cm, "causal", ax=axes[0], labels=tokens)
+plot_mask(pm.expand(5, 5), "padding", ax=axes[1], labels=tokens)
+plot_mask(cm & pm, "causal & padding", ax=axes[2], labels=tokens)
+fig.tight_layout()
+plt.show()
+
+# %%
+seed_everything(1)
+x = torch.randn(1, 5, 8)  # (B, T, D)
+w_masked = attention_weights(x, x, cm & pm)  # (B, T, T)
+print(w_masked[0])
+print("row sums:", w_masked[0].sum(-1))
+
+# %% [markdown]
+# Rows 3 and 4 are queries *at* pad positions: they still attend to the real tokens (their
+# outputs are thrown away later). Had a row been blocked entirely, softmax over all −∞
+# would be 0/0; our `scaled_dot_product_attention` returns zeros there.
+#
+# **Two classic mistakes**, measured: filling blocked scores with 0 instead of −∞ (exp(0) = 1
+# still gives them weight), and masking *after* softmax (rows no longer sum to 1):
+
+# %%
+s = x @ x.transpose(-2, -1) / math.sqrt(8)  # (B, T, T)
+fill_zero = softmax(s.masked_fill(~cm, 0.0), -1)[0]  # (T, T)
+after = softmax(s, -1).masked_fill(~cm, 0.0)[0]  # (T, T)
+print("weight on the future, fill with 0 :", fill_zero[~cm].sum().item())
+print("row sums, mask after softmax      :", after.sum(-1))
+
+# %% [markdown]
+# ## 5. Multi-head attention
+# One attention layer computes a single weighting per query. **Multi-head** attention runs H
+# attentions in parallel, each on its own D = C / H slice of the projections, so different
+# heads can look for different things; `o_proj` mixes their outputs back together.
+#
+# The only tricky part is the bookkeeping: split C into (H, D), move H next to B so each head
+# is a separate batch entry, and undo it afterwards. Follow the shapes:
+
+# %%
+seed_everything(2)
+B, T, C, H = 2, 5, 32, 4
+D = C // H
+mha = MultiHeadAttention(C, H).to(device).eval()
+x = torch.randn(B, T, C, device=device)  # (B, T, C)
+
+q = mha.q_proj(x)  # (B, T, C)
+q_heads = q.view(B, T, H, D)  # (B, T, H, D): C split into H heads of D channels
+q_heads = q_heads.transpose(1, 2)  # (B, H, T, D): each head is now its own "batch" entry
+k_heads = mha.k_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+v_heads = mha.v_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+per_head = scaled_dot_product_attention(q_heads, k_heads, v_heads)  # (B, H, T, D)
+merged = per_head.transpose(1, 2).reshape(B, T, C)  # (B, T, H, D) -> (B, T, C)
+y_by_hand = mha.o_proj(merged)  # (B, T, C)
+for name, t in [("x", x), ("q", q), ("q_heads", q_heads), ("per_head", per_head), ("merged", merged), ("y", y_by_hand)]:
+    print(f"{name:>9}: {tuple(t.shape)}")
+print("equal to MultiHeadAttention.forward:", torch.allclose(y_by_hand, mha(x), atol=1e-6))
+
+# %% [markdown]
+# Why `.view(B, T, H, D)` and not `.view(B, H, T, D)`? The projection lays out each token's
+# C channels contiguously as [head 0 | head 1 | …]. Viewing as (B, H, T, D) directly would
+# cut the flat memory in the wrong places and mix *positions* into heads. It runs without any
+# error — which is why the exercise's check looks for exactly this mistake.
+
+# %% [markdown]
+# ## 6. Is it right? Compare with PyTorch
+# Two independent references: `F.scaled_dot_product_attention` (PyTorch's fused kernel) and
+# `nn.MultiheadAttention` with our weights copied in. Note that `nn.MultiheadAttention`'s
+# boolean `attn_mask` uses the **opposite** convention (True = *blocked*), so we pass `~mask`.
+
+# %%
+seed_everything(3)
+qh, kh, vh = (torch.randn(2, 4, 7, 16, dtype=torch.float64) for _ in range(3))  # (B, H, T, D)
+for name, m in [("no mask", None), ("causal", causal_mask(7)),
+                ("padding", padding_mask(torch.tensor([[1] * 7, [1] * 4 + [0] * 3])))]:
+    ours = scaled_dot_product_attention(qh, kh, vh, m)
+    theirs = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=m)
+    print(f"SDPA, {name:<8} float64 max |ours - torch| = {(ours - theirs).abs().max().item():.2e}")
+
+torch_mha = nn.MultiheadAttention(C, H, batch_first=True).to(device).eval()
+with torch.no_grad():  # copy our weights in: PyTorch stacks q, k, v into one in_proj matrix
+    torch_mha.in_proj_weight.copy_(torch.cat([mha.q_proj.weight, mha.k_proj.weight, mha.v_proj.weight]))
+    torch_mha.in_proj_bias.copy_(torch.cat([mha.q_proj.bias, mha.k_proj.bias, mha.v_proj.bias]))
+    torch_mha.out_proj.weight.copy_(mha.o_proj.weight)
+    torch_mha.out_proj.bias.copy_(mha.o_proj.bias)
+    cmask = causal_mask(T, device=device)
+    ours = mha(x, cmask)
+    theirs, _ = torch_mha(x, x, x, attn_mask=~cmask, need_weights=False)  # True = blocked there
+print(f"MultiHeadAttention vs nn.MultiheadAttention, causal, float32: "
+      f"max abs error {(ours - theirs).abs().max().item():.2e}")
+
+# %% [markdown]
+# ## 7. Explore
+# Four heads built by hand on a short sentence, each with one job. Pick a head; scale the
+# scores up (sharper, lower entropy) or down (flatter); switch the causal mask on and watch
+# the upper triangle vanish and each row renormalise.
+
+# %%
+from course_lib.widgets import attention_explorer
+
+attention_explorer()
+
+# %% [markdown]
+# ## Summary
+# * Attention = softmax(Q Kᵀ / √d_k) V: a similarity-weighted blend of values.
+# * The √d_k keeps score variance at 1, so softmax neither saturates nor starves gradients.
+# * Masks are booleans (True = may attend) applied as −∞ *before* softmax.
+# * Multi-head attention is bookkeeping around the same function: view → transpose → attend
+#   → transpose → reshape → `o_proj`.
+#
+# **Next:** `exercises/01_attention.ipynb`.
