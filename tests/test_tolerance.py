@@ -52,9 +52,18 @@ def test_moved_numbers_report_stored_new_and_tolerance():
 
 
 def test_counts_from_a_training_run_may_move_when_the_cell_says_so():
-    ints = Tolerance(rel=0.2, ints=True)
-    assert compare_line("12 of 16 experts used", "13 of 16 experts used", ints)[0]
-    assert not compare_line("12 of 16 experts used", "3 of 16 experts used", ints)[0]
+    ints = Tolerance(rel=0.02, ints=0.1)
+    assert compare_line("would overflow: 9 of 4096", "would overflow: 10 of 4096", ints)[0]
+    assert compare_line("would overflow: 1075 of 4096", "would overflow: 1069 of 4096", ints)[0]
+    ok, moved = compare_line("12 of 16 experts used", "3 of 16 experts used", ints)
+    assert not ok and moved[0].allowed == "1 + 0.1·|stored| (a count)"
+    one = Tolerance(rel=0.02, ints=0.0)  # a count may move by one
+    assert compare_line("12 of 16", "13 of 16", one)[0] and not compare_line("12 of 16", "14 of 16", one)[0]
+
+
+def test_a_share_in_percent_is_approximate_even_without_decimals():
+    assert compare_line("busiest expert takes 15% (fair: 12.5%)", "busiest expert takes 14% (fair: 12.5%)", TOL)[0]
+    assert not compare_line("busiest expert takes 15%", "busiest expert takes 25%", TOL)[0]
 
 
 def test_lines_are_reconciled_one_by_one():
@@ -82,7 +91,7 @@ def test_reconcile_outputs_covers_streams_and_rich_text_and_leaves_the_input_alo
     ({"rell": 0.1}, "unknown key"),
     ({"rel": -1}, "must be a number >= 0"),
     ({"rel": "5%"}, "must be a number >= 0"),
-    ({"ints": "yes", "rel": 0.1}, "true or false"),
+    ({"ints": "yes", "rel": 0.1}, "must be a number >= 0"),
     ({"rel": 0}, "allows no difference"),
     ([0.1], "must be a mapping"),
 ])

@@ -10,12 +10,13 @@ py:percent script shows it on the cell's first line):
 
     # %% tolerance={"rel": 0.02, "abs": 1e-6, "pct": 3}
 
-* every number written with a decimal point or an exponent (3.176, 1e-16, 93.4%) may differ
-  from the stored one by at most  abs + rel * |stored|;
-* a number followed by "%" is in percentage points instead: it may differ by ``pct``
-  (when given; otherwise by the same abs + rel rule);
-* integers stay exact (shapes, ids, counts, steps), unless ``"ints": true`` (a count that
-  comes out of a training run, such as "12 of 16 experts used");
+* every number written with a decimal point or an exponent (3.176, 1e-16) may differ from
+  the stored one by at most  abs + rel * |stored|;
+* a number followed by "%" (93.4%, 15 %) is a measured share: it may differ by ``pct``
+  percentage points (when given; otherwise by the same abs + rel rule);
+* other integers stay exact (shapes, ids, counts, steps), unless ``"ints": r`` is given for a
+  count that comes out of a training run ("9 of 4096 would overflow"): then it may differ by
+  at most 1 + r * |stored|;
 * all text around the numbers stays exact (runs of spaces may change width with the numbers).
 
 Lines are compared one by one: a line whose numbers are all within tolerance counts as equal to
@@ -43,7 +44,7 @@ class Tolerance:
     rel: float = 0.0
     abs: float = 0.0
     pct: float | None = None
-    ints: bool = False
+    ints: float | None = None
 
     @classmethod
     def from_metadata(cls, spec, where: str = "this cell") -> "Tolerance":
@@ -53,28 +54,30 @@ class Tolerance:
         unknown = set(spec) - {"rel", "abs", "pct", "ints"}
         if unknown:
             raise ToleranceError(f"{where}: unknown key(s) {sorted(unknown)} in `tolerance` metadata; "
-                                 "allowed: rel, abs, pct (percentage points), ints (true/false)")
-        for k in ("rel", "abs", "pct"):
+                                 "allowed: rel, abs, pct (percentage points), ints (relative, for counts)")
+        for k in ("rel", "abs", "pct", "ints"):
             v = spec.get(k)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
                 raise ToleranceError(f"{where}: tolerance {k}={v!r} must be a number >= 0")
-        if not isinstance(spec.get("ints", False), bool):
-            raise ToleranceError(f"{where}: tolerance ints={spec['ints']!r} must be true or false")
         if not any(spec.get(k) for k in ("rel", "abs", "pct")):
             raise ToleranceError(f"{where}: `tolerance` metadata allows no difference at all; give rel, "
                                  "abs or pct > 0, or remove the metadata to compare exactly")
-        return cls(float(spec.get("rel", 0.0)), float(spec.get("abs", 0.0)),
-                   None if spec.get("pct") is None else float(spec["pct"]), bool(spec.get("ints", False)))
+        opt = {k: None if spec.get(k) is None else float(spec[k]) for k in ("pct", "ints")}
+        return cls(float(spec.get("rel", 0.0)), float(spec.get("abs", 0.0)), **opt)
 
-    def describe(self, percent: bool) -> str:
+    def describe(self, percent: bool, integer: bool = False) -> str:
         if percent and self.pct is not None:
             return f"±{self.pct:g} percentage points"
+        if integer and not percent:
+            return f"1 + {self.ints:g}·|stored| (a count)"
         parts = ([f"rel {self.rel:g}"] if self.rel else []) + ([f"abs {self.abs:g}"] if self.abs else [])
         return " + ".join(parts)
 
-    def allows(self, stored: float, new: float, percent: bool) -> bool:
+    def allows(self, stored: float, new: float, percent: bool, integer: bool = False) -> bool:
         if percent and self.pct is not None:
             return abs(new - stored) <= self.pct
+        if integer and not percent:
+            return abs(new - stored) <= 1 + self.ints * abs(stored)
         return abs(new - stored) <= self.abs + self.rel * abs(stored)
 
 
@@ -124,10 +127,11 @@ def compare_line(stored: str, new: str, tol: Tolerance) -> tuple[bool, list[Move
     for (a, pa), (b, pb) in zip(sn, nn):
         if a == b:
             continue
-        if pa != pb or ((_is_int(a) or _is_int(b)) and not tol.ints):
+        integer = _is_int(a) or _is_int(b)
+        if pa != pb or (integer and not pa and tol.ints is None):
             return False, []  # an exact number (or its unit) changed
-        if not tol.allows(_value(a), _value(b), pa):
-            moved.append(Moved(stored, a, b, tol.describe(pa)))
+        if not tol.allows(_value(a), _value(b), pa, integer):
+            moved.append(Moved(stored, a, b, tol.describe(pa, integer)))
     return not moved, moved
 
 

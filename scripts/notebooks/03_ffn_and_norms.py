@@ -105,7 +105,7 @@ print(f"parameters: {n} = 2·d·4d + 4d + d = {ffn_params(C, 4 * C)}  (≈ 8·d�
 #
 # First, are ours right? Each against PyTorch's own, in float64:
 
-# %%
+# %% tolerance={"abs": 1e-12}
 x64 = torch.linspace(-8, 8, 2001, dtype=torch.float64)
 torch_versions = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda t: F.gelu(t, approximate="tanh"),
                   "silu": F.silu, "mish": F.mish, "sigmoid": torch.sigmoid}
@@ -151,7 +151,7 @@ for name in ("relu", "gelu", "silu", "mish"):
 # compute a *multiplicative* interaction of two linear features — something a plain FFN can
 # only approximate with many units. A ladder with an equivalence check at each rung:
 
-# %%
+# %% tolerance={"abs": 1e-05}
 seed_everything(1)
 d, d_ff = 16, 40
 swiglu = GatedFeedForward(d, d_ff, activation="silu").to(device)
@@ -280,7 +280,7 @@ for C_, scale in [(512, 1.0), (8, 1.0), (512, 1e-3)]:
 # and Hugging Face's `LlamaRMSNorm` / `T5LayerNorm` — in bfloat16 too, where HF normalises in
 # float32 and casts back (so must we, bit for bit):
 
-# %%
+# %% tolerance={"abs": 1e-05}
 from transformers.models.llama.modeling_llama import LlamaRMSNorm  # noqa: E402
 from transformers.models.t5.modeling_t5 import T5LayerNorm as HFT5LayerNorm  # noqa: E402
 
@@ -341,7 +341,7 @@ print("upcast to float32   :", RMSNorm(1024).half()(x16)[0, :4].detach())
 # model family later (GPT, BERT, T5, LLaMA) builds on it. Checked against PyTorch's own
 # `nn.TransformerEncoderLayer`, whose `norm_first=False/True` are post-/pre-LN:
 
-# %%
+# %% tolerance={"abs": 1e-05}
 def copy_into_torch_layer(block, layer):
     with torch.no_grad():
         a, t = block.attn, layer.self_attn

@@ -117,7 +117,7 @@ print(f"parameters: {total} stored (4 experts × {expert_size} + router {moe.gat
 # ways when the probabilities are *not* renormalised (Switch with k = 1 multiplies by the raw
 # probability p_i < 1; DeepSeek-V2 and Qwen-MoE have a switch for it), except at k = E.
 
-# %%
+# %% tolerance={"abs": 1e-12}
 seed_everything(1)
 logits = torch.randn(6, 8, dtype=torch.float64)  # (N, E): 6 tokens, 8 experts
 for k in (1, 2, 8):
@@ -166,7 +166,7 @@ routing_explorer()
 #    `index_add`. This is what `SparseMoE.forward` does.
 # 3. **Hugging Face's `MixtralSparseMoeBlock`**, its weights copied into ours.
 
-# %%
+# %% tolerance={"abs": 1e-05}
 seed_everything(2)
 hf_block = MixtralSparseMoeBlock(hf_cfg).to(device).eval()
 for p in hf_block.parameters():  # its fused expert tensors start uninitialised
@@ -289,7 +289,7 @@ print(f"with one shared expert, a layer of 4 routed experts holds {sum(p.numel()
 # are sparse MoE layers. In course_lib that is one option of the LLaMA config,
 # `LlamaConfig(moe=LlamaMoE(n_experts, top_k))`, and `from_hf` loads `MixtralForCausalLM`.
 
-# %%
+# %% tolerance={"abs": 1e-05}
 from course_lib.interop import from_hf  # noqa: E402
 
 seed_everything(4)
@@ -411,7 +411,7 @@ for ax, name in zip(axes[1:], ["MoE 8×64, top-2", "MoE, no balancing"]):
 plt.tight_layout()
 plt.show()
 
-# %%
+# %% tolerance={"rel": 0.02, "abs": 0.03, "pct": 3, "ints": 0.2}
 def utilisation(log, last=50):
     shares = torch.stack(log["shares"][-last:]).mean(0)  # (L, E), averaged over the last steps
     return shares, int((shares < 0.02).sum()), sum(log["overflow"][-last:]) / last

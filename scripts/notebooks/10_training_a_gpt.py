@@ -166,7 +166,7 @@ print(f"\nvalidation loss fell from {loss0:.2f} to {history.val_loss[-1]:.2f} na
 # post-LN original (Xiong et al. 2020): lesson 03 measured post-LN stuck at chance without it.
 # What does it change here?
 
-# %%
+# %% tolerance={"rel": 0.02, "abs": 0.03}
 def short_run(steps=40, layers=4, **overrides):
     kw = dict(max_steps=steps, batch_size=16, block_size=CONTEXT, lr=3e-2, min_lr=3e-3, warmup=0,
               eval_interval=steps, eval_iters=10, progress=False, grad_clip=None)
@@ -210,7 +210,7 @@ plt.show()
 # Four micro-batches of 4, each loss divided by 4, give *the same gradient* as one batch of
 # 16 — so a large batch fits in a small memory, paid for with time:
 
-# %%
+# %% tolerance={"abs": 1e-06}
 m1, m2 = small_gpt(2), small_gpt(2)
 xb, yb = get_batch(train_data, 16, CONTEXT, torch.Generator().manual_seed(3))
 lm_loss(m1, xb, yb).backward()
@@ -225,7 +225,7 @@ print(f"one batch of 16 vs 4 accumulated micro-batches of 4: max gradient differ
 # 23) while the loss and the optimiser stay in float32. On GPUs with bf16 units this is much
 # faster and halves activation memory; on many CPUs it is not faster. The loss barely moves:
 
-# %%
+# %% tolerance={"rel": 0.02, "abs": 0.01}
 with single_thread():
     fp32 = short_run(15, layers=2, lr=3e-3, warmup=5)
     bf16 = short_run(15, layers=2, lr=3e-3, warmup=5, amp="bf16")

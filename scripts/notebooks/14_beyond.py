@@ -240,7 +240,7 @@ print("input :", ids[0].tolist())
 print("answer:", [t if t >= 0 else "·" for t in targets[0].tolist()])
 
 
-# %%
+# %% tolerance={"pct": 5}
 def train_copying(model, forward, steps=400, seed=1):
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -314,7 +314,7 @@ for ax in axes:
     ax.axis("off")
 plt.show()
 
-# %%
+# %% tolerance={"pct": 3}
 vit_cfg = ViTConfig(image_size=8, patch_size=2, channels=1, n_classes=10, d_model=32, n_layers=2, n_heads=4)
 torch.manual_seed(0)
 vit = VisionTransformer(vit_cfg)

@@ -161,7 +161,7 @@ print("FlopCounterMode counts the same FLOPs for both models:", counted == [dens
 # FLOPs** (the comparison the paper makes in §4). One CPU thread, so that the printed losses
 # are the same on every machine; times include the validation passes.
 
-# %%
+# %% tolerance={"rel": 0.02, "abs": 0.02}
 STEPS = 160
 EQUAL_FLOPS_STEPS = round(STEPS * dense_flops["total"] / mod_flops["total"])
 
@@ -202,7 +202,9 @@ assert mod_val[EQUAL_FLOPS_STEPS] < dense_val[STEPS] - 0.03  # equal FLOPs: MoD 
 # tokens cost time that the FLOPs count ignores.
 #
 # Which tokens did the trained routers choose? Block 1 and block 3 on one line of the
-# validation text (▲ = processed by the block):
+# validation text (a dark square = processed by the block). Which tokens win depends on the
+# training run, so it differs a little from machine to machine; the count per block does not:
+# top-k routing always takes exactly k.
 
 # %%
 line = tok.decode(val_data[1000:1000 + CONTEXT].tolist())
@@ -210,9 +212,15 @@ mod = mod_trainer.model.eval()
 trainer_device = mod_trainer.device
 with torch.no_grad():
     mod(torch.tensor([tok.encode(line)], device=trainer_device))
-print("text     ", line.replace("\n", "⏎"))
-for i, block in zip((1, 3), mod.mod_blocks()):
-    print(f"block {i}   ", "".join("▲" if c else " " for c in block.last_selected[0].tolist()))
+chosen = torch.stack([block.last_selected[0].cpu() for block in mod.mod_blocks()]).float()  # (2, T)
+fig, ax = plt.subplots(figsize=(12, 1.6))
+ax.imshow(chosen, cmap="Greys", vmin=0, vmax=1.4, aspect="auto")
+ax.set_xticks(range(CONTEXT), [c if c != "\n" else "⏎" for c in line], fontsize=7, family="monospace")
+ax.set_yticks([0, 1], ["block 1", "block 3"])
+ax.set_title("tokens processed by each MoD block (top-k routing)")
+plt.show()
+for i, row in zip((1, 3), chosen):
+    print(f"block {i} processes {int(row.sum())} of {CONTEXT} tokens of this line (k = {k})")
 
 # %% [markdown]
 # ## 3. The catch: top-k looks at the future
@@ -223,7 +231,7 @@ for i, block in zip((1, 3), mod.mod_blocks()):
 # the causal language model. Watch it: change the second half of some sequences and see
 # whether the logits of the first half move.
 
-# %%
+# %% tolerance={"rel": 0.6}
 g = torch.Generator().manual_seed(1)
 fit_batches = [get_batch(train_data, 16, CONTEXT, g, trainer_device)[0] for _ in range(6)]
 check_batches = [get_batch(val_data, 16, CONTEXT, g, trainer_device)[0] for _ in range(4)]
@@ -245,7 +253,7 @@ assert moved > 0.01
 # same objective as training it alongside. At inference every token whose predictor says yes
 # goes through the block: a decision about token i made from token i alone, hence causal.
 
-# %%
+# %% tolerance={"rel": 0.05, "abs": 0.02, "pct": 8}
 with single_thread():
     bce = fit_predictors(mod, fit_batches, steps=200)
     agreement = predictor_agreement(mod, check_batches)
