@@ -1,8 +1,14 @@
 """Root pytest set-up, loaded for any pytest run in this repository (notebooks alone too):
 notebooks run headless (widgets store a static figure that nbval can compare), and the run
 ends with each notebook's total time."""
+import importlib.util
 import os
 from collections import defaultdict
+
+_missing = [m for m in ("nbval", "xdist", "jupytext") if importlib.util.find_spec(m) is None]
+if _missing:  # pyproject's addopts use --nbval; without it pytest would only say "unrecognized arguments"
+    raise ImportError(f"the tests need the development tools ({', '.join(_missing)} missing); "
+                      'install them with: python -m pip install -e ".[dev]"')
 
 os.environ.setdefault("COURSE_LIB_HEADLESS", "1")
 os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
