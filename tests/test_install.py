@@ -29,7 +29,8 @@ EXTRA_ONLY = {"jupytext": "dev", "nbval": "dev", "pytest": "dev", "xdist": "dev"
 PROVIDED = {"google"}
 # The build tools: the grader and the lessons must not need them.
 BUILD_TOOLS = ["jupytext", "nbval", "pytest", "xdist", "playwright"]
-BUILD_MODULES = {"course_lib.tools.notebooks", "course_lib.tools.build_exercises", "course_lib.tools.tolerance"}
+BUILD_MODULES = {"course_lib.tools.notebooks", "course_lib.tools.build_exercises", "course_lib.tools.tolerance",
+                 "course_lib.tools.spread"}
 
 
 def norm(name: str) -> str:

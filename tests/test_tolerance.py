@@ -133,3 +133,24 @@ def test_nbval_still_compares_exact_things_exactly(tmp_path):
     assert rc == 1 and "41" in out
     rc, out = _notebook(tmp_path, "loss 3.176", "loss 3.177")  # no tolerance metadata: exact
     assert rc == 1 and "compared exactly" in out
+
+
+def test_spread_reports_how_far_numbers_and_text_moved():
+    from course_lib.tools.spread import covered, moves
+    worst, text = moves("loss 3.176 acc 93.4%\nsteps 40", "loss 3.201 acc 95.3%\nsteps 40")
+    assert worst["rel"] == pytest.approx(0.025 / 3.176) and worst["pct"] == pytest.approx(1.9) and not text
+    assert moves("sample: to be", "sample: or not")[1]  # text moved: no tolerance can cover it
+    assert covered("loss 3.176", "loss 3.201", {"rel": 0.01}) and not covered("loss 3.176", "loss 3.201", None)
+
+
+def test_spread_runs_a_notebook_on_another_code_path(tmp_path, capsys):
+    from course_lib.tools.spread import main
+    cell = nbformat.v4.new_code_cell("import torch\nprint(torch.get_num_threads() == 1, 'loss 3.176')",
+                                     execution_count=1, outputs=[nbformat.v4.new_output(
+                                         "stream", name="stdout", text="False loss 3.201\n")])
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    assert main([str(tmp_path / "x.ipynb"), "--paths", "threads1"]) == 1
+    out = capsys.readouterr().out
+    assert "cell 0 on threads1" in out and "NOT covered" in out and "text differs" in out
