@@ -154,3 +154,19 @@ def test_spread_runs_a_notebook_on_another_code_path(tmp_path, capsys):
     assert main([str(tmp_path / "x.ipynb"), "--paths", "threads1"]) == 1
     out = capsys.readouterr().out
     assert "cell 0 on threads1" in out and "NOT covered" in out and "text differs" in out
+
+
+def test_the_sanitiser_makes_a_gpu_tensor_repr_read_as_on_the_cpu():
+    import re
+    from pathlib import Path
+
+    from nbval.plugin import get_sanitize_patterns
+    patterns = get_sanitize_patterns((Path(__file__).parent / "nbval_sanitize.cfg").read_text())
+
+    def clean(s):
+        for regex, replace in patterns:
+            s = re.sub(regex, replace, s)
+        return s
+    assert clean("tensor([1., 2.], device='cuda:0')") == "tensor([1., 2.])"
+    assert clean("tensor([3], device='cuda:1', dtype=torch.int32)") == "tensor([3], dtype=torch.int32)"
+    assert clean("device in use: cuda (NVIDIA H200)") == "device in use: DEVICE"
