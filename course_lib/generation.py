@@ -54,6 +54,17 @@ def _logits(out) -> torch.Tensor:
     return getattr(out, "logits", out)
 
 
+def context_length(model) -> int | None:
+    """The longest input the model was built for: `max_positions` (GPT, LLaMA) or `context`
+    (the lesson-13 ExperimentLM); None when its config names neither."""
+    config = getattr(model, "config", None)
+    for name in ("max_positions", "context"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 @torch.no_grad()
 def generate(model, idx: torch.Tensor, n: int, use_cache: bool = True, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None,
@@ -72,7 +83,10 @@ def generate(model, idx: torch.Tensor, n: int, use_cache: bool = True, temperatu
         raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}.")
     if n < 0:
         raise ValueError(f"n={n}: expected the number of tokens to generate (>= 0).")
-    max_context = max_context or getattr(getattr(model, "config", None), "max_positions", None)
+    max_context = max_context or context_length(model)
+    if use_cache and not hasattr(model, "new_cache"):
+        raise TypeError(f"{type(model).__name__} has no KV cache (no new_cache() method); "
+                        "call generate(..., use_cache=False) to recompute the context each step.")
     was_training = model.training
     model.eval()
     stop = torch.tensor(list(stop_tokens), device=idx.device, dtype=idx.dtype)

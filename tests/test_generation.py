@@ -72,10 +72,6 @@ def test_generation_sampling_stop_tokens_and_errors():
     a = generate(model, idx, 20, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(3))
     b = generate(model, idx, 20, temperature=1.0, top_p=0.9, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == (2, 23)
-    greedy = generate(model, idx, 20)
-    stop = int(greedy[0, 5])
-    out = generate(model, idx, 20, stop_tokens=[stop])
-    assert (out[0] == stop).any() and out.shape[1] <= 23
     long_cached = generate(model, torch.zeros(1, 90, dtype=torch.long), 20)  # runs past the context
     assert torch.equal(long_cached, generate(model, torch.zeros(1, 90, dtype=torch.long), 20, use_cache=False))
 
@@ -100,3 +96,38 @@ def test_cached_generation_equals_full_recomputation_llama(window):
     err = (torch.stack(steps, 1) - full).abs().max().item()
     print(f"Llama (window={window}) cached vs full logits: max abs error {err:.1e}")
     assert err <= 1e-5
+
+
+def test_generation_stops_at_a_stop_token_that_greedy_decoding_would_run_past():
+    from course_lib.generation import generate
+    model = _gpt()
+    idx = torch.randint(0, 50, (2, 4), generator=torch.Generator().manual_seed(7))  # two different prompts
+    greedy = generate(model, idx, 30)  # (2, 34): no stop token
+    new = greedy[:, 4:].tolist()
+    stops = {new[0][-1], new[1][-1]}  # tokens each row settles on
+    first = [next(i for i, t in enumerate(row) if t in stops) for row in new]  # each row's first stop
+    assert first[0] != first[1] and max(first) < 29, first  # rows stop at different steps, before the end
+    out = generate(model, idx, 30, stop_tokens=sorted(stops))
+    assert out.shape[1] == 4 + max(first) + 1 < greedy.shape[1]  # ends when the last row stops
+    for r, f in enumerate(first):
+        assert torch.equal(out[r, :4 + f + 1], greedy[r, :4 + f + 1])  # the same tokens up to the stop
+        assert (out[r, 4 + f:] == out[r, 4 + f]).all()  # then padded with its stop token
+
+
+def test_generation_crops_the_prompt_to_the_context_of_an_experiment_model():
+    """generate() reads the context length under each config's name (ExperimentLM: `context`)."""
+    from course_lib.experiments import ExperimentLM
+    from course_lib.generation import context_length, generate
+    torch.manual_seed(0)
+    model = ExperimentLM(vocab_size=30, context=16, d_model=32, n_layers=1, n_heads=2, position="learned").eval()
+    assert context_length(model) == 16 and context_length(_gpt()) == 96
+    prompt = torch.randint(0, 30, (1, 40), generator=torch.Generator().manual_seed(1))  # longer than the table
+    out = generate(model, prompt, 5, use_cache=False)
+    by_hand = prompt
+    with torch.no_grad():
+        for _ in range(5):
+            nxt = model(by_hand[:, -16:])[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            by_hand = torch.cat([by_hand, nxt], 1)
+    assert torch.equal(out, by_hand)
+    with pytest.raises(TypeError, match="no KV cache.*use_cache=False"):
+        generate(model, prompt, 5)

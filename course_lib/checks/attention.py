@@ -74,7 +74,7 @@ def _sdpa_variant(q, k, v, mask=None, *, scale="sqrt", axis=-1, mask_mode="neg_i
 
 SDPA_MISCONCEPTIONS = {
     "no_scale": "the scores are not divided by sqrt(d_k). Without it the dot products grow with "
-                "d_k and softmax saturates; multiply q @ k.transpose(-2, -1) by 1/math.sqrt(d_k).",  # shapes in a learner message, not code
+                "d_k and softmax saturates; multiply q @ k.transpose(-2, -1) by 1/math.sqrt(d_k).",
     "scale_by_d": "the scores are divided by d_k instead of sqrt(d_k). The variance of q·k grows "
                   "like d_k, so its standard deviation grows like sqrt(d_k).",
     "wrong_axis": "softmax is taken over the queries (dim=-2). Each query's weights over the keys "
@@ -97,7 +97,7 @@ def _random_mask(*shape, gen):
 
 @register("check_scaled_dot_product_attention", points=3, reference=ref.scaled_dot_product_attention,
           misconceptions=SDPA_MISCONCEPTIONS,
-          hint="scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)); where the mask is False put "  # shapes in a learner message, not code
+          hint="scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)); where the mask is False put "
                "-inf (scores.masked_fill(~mask, float('-inf'))); softmax over the last axis; "
                "then multiply the weights by v.")
 def check_scaled_dot_product_attention(learner):
@@ -176,9 +176,9 @@ def _mha_variant(m: nn.Module, x, mask=None, *, split="ok", merge="ok", scale="h
 
 
 MHA_MISCONCEPTIONS = {
-    "split_heads_wrong": "heads are split with .view(B, H, T, D) directly, which mixes positions "  # shapes in a learner message, not code
-                         "and channels. View as (B, T, H, D) first, then .transpose(1, 2).",  # shapes in a learner message, not code
-    "merge_heads_wrong": "heads are merged with .reshape(B, T, C) straight from (B, H, T, D). "  # shapes in a learner message, not code
+    "split_heads_wrong": "heads are split with .view(B, H, T, D) directly, which mixes positions "
+                         "and channels. View as (B, T, H, D) first, then .transpose(1, 2).",
+    "merge_heads_wrong": "heads are merged with .reshape(B, T, C) straight from (B, H, T, D). "
                          "Transpose back to (B, T, H, D) first, then reshape.",
     "scale_by_d_model": "scores are scaled by 1/sqrt(d_model); each head works in head_dim = "
                         "d_model // n_heads dimensions, so scale by 1/sqrt(head_dim).",
@@ -208,8 +208,8 @@ def _instantiate(cls, d_model, n_heads):
 @register("check_multi_head_attention", points=4, reference=ref.MultiHeadAttention,
           misconceptions=MHA_MISCONCEPTIONS,
           hint="Project x with q_proj/k_proj/v_proj, split C into H heads of D = C // H: "
-               ".view(B, T, H, D).transpose(1, 2) -> (B, H, T, D). Attend per head (scale by "  # shapes in a learner message, not code
-               "1/sqrt(D)), merge with .transpose(1, 2).reshape(B, T, C), then o_proj.")  # shapes in a learner message, not code
+               ".view(B, T, H, D).transpose(1, 2) -> (B, H, T, D). Attend per head (scale by "
+               "1/sqrt(D)), merge with .transpose(1, 2).reshape(B, T, C), then o_proj.")
 def check_multi_head_attention(learner):
     g = torch.Generator().manual_seed(3)
     n = 0

@@ -52,7 +52,7 @@ class LlamaConfig:
     tie_weights: bool = False
     sliding_window: int | None = None  # Mistral: 4096
     dropout: float = 0.0
-    moe: Any = None  # the MoE issue's config: anything with build(config, layer_idx) -> nn.Module
+    moe: Any = None  # an MoE config (lesson 08): anything with build(config, layer_idx) -> nn.Module
 
     def __post_init__(self):
         self.n_kv_heads = self.n_heads if self.n_kv_heads is None else self.n_kv_heads
