@@ -10,9 +10,10 @@ if _missing:  # pyproject's addopts use --nbval; without it pytest would only sa
     raise ImportError(f"the tests need the development tools ({', '.join(_missing)} missing); "
                       'install them with: python -m pip install -e ".[dev]"')
 
-os.environ.setdefault("COURSE_LIB_HEADLESS", "1")
-os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+from course_lib.tools.kernel import HEADLESS_ENV  # noqa: E402  (after the check above)
+
+for _key, _value in HEADLESS_ENV.items():  # the same headless set-up as the build and the grader
+    os.environ.setdefault(_key, _value)
 
 _durations = defaultdict(float)
 

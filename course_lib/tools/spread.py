@@ -25,7 +25,7 @@ import re
 import nbformat
 
 from course_lib.tools.notebooks import ROOT
-from course_lib.tools.tolerance import KEY, Tolerance, _is_int, _split, _value, compare_line
+from course_lib.tools.tolerance import KEY, Tolerance, _is_int, _split, _value, reconcile_text
 
 PATHS = {
     "native": {},
@@ -95,11 +95,9 @@ def moves(stored: str, new: str) -> tuple[dict, list[str]]:
 
 
 def covered(stored: str, new: str, spec) -> bool:
-    if spec is None:
-        return stored == new
-    tol = Tolerance.from_metadata(spec)
-    s_lines, n_lines = stored.split("\n"), new.split("\n")
-    return len(s_lines) == len(n_lines) and all(compare_line(s, n, tol)[0] for s, n in zip(s_lines, n_lines))
+    """Would the test suite accept `new` for `stored` under this tolerance metadata?"""
+    return stored == new or (spec is not None and
+                             reconcile_text(stored, new, Tolerance.from_metadata(spec))[0] == stored)
 
 
 def main(argv: list[str] | None = None) -> int:

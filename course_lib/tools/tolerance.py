@@ -176,9 +176,7 @@ def reconcile_outputs(test, ref, tol: Tolerance, sanitize=lambda s: s):
 
 # ----------------------------------------------------------------------------- pytest plugin
 def rerecord_command(path: str) -> str:
-    from pathlib import PurePosixPath
-    p = PurePosixPath(path.replace("\\", "/"))
-    return f"python -m course_lib.tools.notebooks {p.parent}/{p.stem}.ipynb"
+    return f"python -m course_lib.tools.notebooks {path}"
 
 
 def pytest_configure(config):
