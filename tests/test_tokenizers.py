@@ -1,5 +1,6 @@
 """Tokenizers against independent references: a slow full-recount BPE trainer, Hugging Face
 `tokenizers` trained on the same text, and the real all-MiniLM-L6-v2 BertTokenizerFast."""
+import random
 from collections import Counter
 
 import pytest
@@ -29,9 +30,11 @@ def test_merge_pair(ids, pair, new, expected):
     assert merge_pair(ids, pair, new) == expected
 
 
-def slow_bpe(text, n_merges):
-    """Reference trainer: recount every pair from scratch before each merge (no incremental updates)."""
-    words = Counter(m.encode() for m in regex.findall(GPT2_SPLIT, text))
+def slow_bpe(text, n_merges, special_tokens=()):
+    """Reference trainer: recount every pair from scratch before each merge (no incremental updates).
+    Ties: the greater (bytes of a, bytes of b), then the smaller ids. Special tokens are cut out."""
+    pieces = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]
+    words = Counter(m.encode() for piece in pieces for m in regex.findall(GPT2_SPLIT, piece))
     seqs = {w: list(w) for w in words}
     vocab = [bytes([i]) for i in range(256)]
     merges = []
@@ -42,7 +45,7 @@ def slow_bpe(text, n_merges):
                 counts[p] += words[w]
         if not counts:
             break
-        best = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]]))
+        best = max(counts, key=lambda p: (counts[p], vocab[p[0]], vocab[p[1]], -p[0], -p[1]))
         merges.append(best)
         vocab.append(vocab[best[0]] + vocab[best[1]])
         seqs = {w: merge_pair(ids, best, 255 + len(merges)) for w, ids in seqs.items()}
@@ -53,6 +56,53 @@ def test_bpe_incremental_training_equals_full_recount():
     text = shakespeare_text(30_000)
     fast = ByteBPETokenizer.train(text, 256 + 200)
     assert fast.merges == slow_bpe(text, 200)
+
+
+def test_fast_trainer_equals_reference_trainer_on_the_corpus():
+    text = shakespeare_text(200_000)
+    fast = ByteBPETokenizer.train(text, 256 + 500)
+    assert len(fast.merges) == 500
+    assert fast.merges == ByteBPETokenizer.train(text, 256 + 500, reference=True).merges
+    special = "<|endoftext|>"
+    text = special.join(text[:60_000].split("\n\n"))
+    fast = ByteBPETokenizer.train(text, 256 + 300 + 1, [special])
+    assert fast.merges == ByteBPETokenizer.train(text, 256 + 300 + 1, [special], reference=True).merges
+
+
+ADVERSARIAL = ["aaaa", "aaaaa aaa aa a aaaaaaa", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "abababab abab ab aba",
+               "aaabaaab aaab baaa", "ab cd ef gh", "ba ab ba ab", "abcabc bcab cabca", "xyz zyx yzx",
+               "ééé éé 你好你好 🎉🎉🎉 🎉", "\n\n\n   \t\t  \n", "a1 a11 a111 1111 11", "", "a"]
+
+
+@pytest.mark.parametrize("text", ADVERSARIAL)
+def test_bpe_trainers_on_adversarial_text_equal_full_recount(text):
+    """Overlapping runs ("aaaa"), alternations ("abab"), ties everywhere, multi-byte characters."""
+    expected = slow_bpe(text, 60)  # stops early when no pair is left
+    for reference in (False, True):
+        assert ByteBPETokenizer.train(text, 256 + 60, reference=reference).merges == expected
+
+
+def test_bpe_trainers_on_random_text_equal_full_recount():
+    rng = random.Random(0)
+    for _ in range(300):
+        alphabet = rng.choice(["ab", "ab ", "aab ", "abc ", "aé\n "])
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 80)))
+        expected = slow_bpe(text, 30)
+        assert ByteBPETokenizer.train(text, 256 + 30).merges == expected, text
+        assert ByteBPETokenizer.train(text, 256 + 30, reference=True).merges == expected, text
+
+
+def test_bpe_special_tokens_never_merge():
+    special = ["<|endoftext|>", "<|pad|>"]
+    text = "aa<|endoftext|>aa<|endoftext|><|endoftext|>aa <|pad|>a<|pad|><|pad|>" * 50 + "|> <| >|< <"
+    expected = slow_bpe(text, 40, special)
+    assert len(expected) > 5  # there is something to learn, and "|>", "<|" occur outside the specials too
+    for reference in (False, True):
+        tok = ByteBPETokenizer.train(text, 256 + 40 + 2, special, reference=reference)
+        assert tok.merges == expected
+        letters = set(b"endoftxp")  # bytes that occur only inside the special tokens
+        assert not any(letters & set(v) for v in tok.vocab[256:]), "a special token was merged"
+        assert tok.encode("aa<|pad|>") == tok.encode("aa") + [tok.special_tokens["<|pad|>"]]
 
 
 def test_bpe_ties_go_to_the_lexicographically_greater_pair():
