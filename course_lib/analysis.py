@@ -1,9 +1,9 @@
 """Looking inside attention, read top to bottom: record the maps -> score each head's pattern
 -> ablate heads -> roll attention out through the layers.
 
-Nothing here edits a model: ``record_attention`` and ``ablate_heads`` are context managers
-that put forward hooks on the course's ``MultiHeadAttention`` modules and take them off again,
-so they work on any course model (GPT, Bert/MiniLM, Llama, T5) unchanged.
+Nothing here edits a model: ``record_attention`` asks the course's ``MultiHeadAttention``
+modules to hand over their weights (``attention.recording``) and ``ablate_heads`` puts a hook
+on them and takes it off again, so both work on any course model (GPT, Bert/MiniLM, Llama, T5).
 
   * record:   every self-attention's weights (B, H, T_q, T_k), in the order the layers ran;
   * patterns: per head, the mean weight on the previous token, the first token (a "sink",
@@ -16,14 +16,13 @@ so they work on any course model (GPT, Bert/MiniLM, Llama, T5) unchanged.
 """
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from course_lib.attention import CrossAttention, MultiHeadAttention
+from course_lib.attention import CrossAttention, MultiHeadAttention, recording
 from course_lib.config import ConfigError, check_positive, check_range
 
 PATTERNS = ("previous", "next", "first", "self", "local", "delimiter", "broad")
@@ -49,31 +48,9 @@ def attention_modules(model: nn.Module, kind: str = "self") -> list[MultiHeadAtt
 def record_attention(model: nn.Module, kind: str = "self"):
     """``with record_attention(model) as maps: model(ids)`` fills the list ``maps`` with one
     (B, H, T_q, T_k) tensor per attention call, detached, in the order the layers ran. The
-    model's outputs are unchanged: the hooks ask each module for its weights and hand the
-    caller only what it asked for."""
-    maps: list[torch.Tensor] = []
-    asked: list[bool] = []
-
-    def pre(module, args, kwargs):
-        call = inspect.signature(module.forward).bind(*args, **kwargs)  # return_weights by name or position
-        asked.append(bool(call.arguments.get("return_weights", False)))
-        call.arguments["return_weights"] = True
-        return call.args, call.kwargs
-
-    def post(module, args, kwargs, output):
-        y, weights = output
-        maps.append(weights.detach())
-        return output if asked.pop() else y
-
-    handles = []
-    for m in attention_modules(model, kind):
-        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(m.register_forward_hook(post, with_kwargs=True))
-    try:
+    model's outputs are unchanged. (``course_lib.attention.recording`` on the model's layers.)"""
+    with recording(attention_modules(model, kind)) as maps:
         yield maps
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @torch.no_grad()

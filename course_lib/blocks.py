@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from course_lib.attention import MultiHeadAttention
-from course_lib.config import ConfigError, check_positive, check_range
+from course_lib.config import ConfigError, check_choice, check_positive, check_range
 from course_lib.ffn import make_ffn
 from course_lib.norms import NORMS, make_norm
 
@@ -44,11 +44,8 @@ class BlockConfig:
     def __post_init__(self):
         check_positive(self, "d_model")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
-        if self.norm_placement not in PLACEMENTS:
-            raise ConfigError(f"BlockConfig.norm_placement={self.norm_placement!r}: expected one of "
-                              f"{PLACEMENTS} ('pre' for GPT-2/LLaMA, 'post' for the 2017 paper/BERT).")
-        if self.norm not in NORMS:
-            raise ConfigError(f"BlockConfig.norm={self.norm!r}: expected one of {tuple(NORMS)}.")
+        check_choice(self, "norm_placement", PLACEMENTS, hint="'pre' for GPT-2/LLaMA, 'post' for the 2017 paper/BERT")
+        check_choice(self, "norm", tuple(NORMS))
         if self.norm_placement == "parallel" and self.cross_attention:
             raise ConfigError("BlockConfig: a 'parallel' block has no cross-attention sub-layer; use "
                               "norm_placement='pre' or 'post' for a decoder with cross-attention.")

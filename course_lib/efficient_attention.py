@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.attention import causal_mask, scaled_dot_product_attention, sliding_window_mask
+from course_lib.config import check_positive_values
 
 
 # --------------------------------------------------------------------------- measuring memory
@@ -70,8 +71,7 @@ def online_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     acc = Σ exp(s - m) v. When a block raises the max to m', everything so far was computed
     relative to the old m, so l and acc are multiplied by exp(m - m') before adding the block.
     """
-    if block_size < 1:
-        raise ValueError(f"block_size={block_size}: expected a positive number of keys per block.")
+    check_positive_values("online_softmax_attention", block_size=block_size)  # keys per block
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     m = q.new_full((*q.shape[:-1], 1), float("-inf"))  # (..., T_q, 1) running max
     l = q.new_zeros((*q.shape[:-1], 1))  # (..., T_q, 1) running Σ exp(s - m)
@@ -155,8 +155,7 @@ def tiled_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_q: 
                     block_k: int = 64, causal: bool = False, scale: float | None = None) -> torch.Tensor:
     """Equal to F.scaled_dot_product_attention(q, k, v, is_causal=causal), values and gradients,
     with extra memory O(T·block) instead of O(T²). Causal = query i sees keys j <= i."""
-    if block_q < 1 or block_k < 1:
-        raise ValueError(f"block_q={block_q}, block_k={block_k}: expected positive tile sizes (e.g. 64).")
+    check_positive_values("tiled_attention", block_q=block_q, block_k=block_k)  # tile sizes
     if q.size(-1) != k.size(-1) or k.size(-2) != v.size(-2):
         raise ValueError(f"q (..., T_q, D), k (..., T_k, D), v (..., T_k, D_v) expected; got "
                          f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}.")
@@ -179,8 +178,7 @@ def sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     the future in), take overlapping windows as a strided view (unfold: no copy), score each query
     against its own window only, and mask the padded slots.
     """
-    if window < 1:
-        raise ValueError(f"window={window}: expected a positive number of tokens.")
+    check_positive_values("sliding_window_attention", window=window)  # tokens each query sees
     T, tdim = q.size(-2), q.dim() - 2
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
     k_win = F.pad(k, (0, 0, window - 1, 0)).unfold(tdim, window, 1)  # (..., T, D, w): slot s = key t-w+1+s

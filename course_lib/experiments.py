@@ -11,7 +11,7 @@ setting, so one experiment changes one of them and keeps the rest:
   ffn             "gelu" (a plain FFN of d_ff) or "swiglu" (gated, 2/3·d_ff: the same parameters)
   n_kv_heads      n_heads = MHA, fewer = GQA, 1 = MQA
 
-It is built from the course's tested parts (``MultiHeadAttention``, ``Block``, ``make_ffn``, the
+It is built from the course's tested parts (``PositionalAttention``, ``Block``, ``make_ffn``, the
 positional helpers), and returns plain logits (B, T, V), so ``course_lib.training.lm_loss`` and
 ``Trainer`` use it as they are. Every position type except "learned" runs at lengths longer than
 the one it was trained on; "learned" raises ``LengthError`` there: it has no row to look up.
@@ -28,9 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.attention import MultiHeadAttention
+from course_lib.positional_attention import PositionalAttention
 from course_lib.blocks import Block
-from course_lib.config import ConfigError, check_positive, check_range
+from course_lib.config import (ConfigError, check_choice, check_divisible, check_positive,
+                               check_positive_values, check_range, make_config)
 from course_lib.data import get_batch
 from course_lib.ffn import ffn_params, make_ffn, matched_gated_d_ff
 from course_lib.models.common import init_normal
@@ -75,31 +76,25 @@ class ExperimentConfig:
 
     def __post_init__(self):
         check_positive(self, "vocab_size", "context", "d_model", "n_layers", "n_heads")
-        for name in ("n_kv_heads", "d_ff"):
-            if getattr(self, name) is not None:
-                check_positive(self, name)
+        check_positive(self, "n_kv_heads", "d_ff", allow_none=True)
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
-        for name, choices in (("position", POSITIONS), ("norm_placement", PLACEMENTS), ("norm", NORM_KINDS),
-                              ("ffn", FFN_KINDS)):
-            if getattr(self, name) not in choices:
-                raise ConfigError(f"ExperimentConfig.{name}={getattr(self, name)!r}: expected one of {choices}.")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"ExperimentConfig.d_model={self.d_model} is not divisible by n_heads="
-                              f"{self.n_heads}: each head gets d_model // n_heads channels. Choose d_model as a "
-                              f"multiple of n_heads (e.g. d_model={self.n_heads * max(1, round(self.d_model / self.n_heads))}).")
-        if self.n_heads % self.kv_heads:
-            raise ConfigError(f"ExperimentConfig.n_kv_heads={self.n_kv_heads} does not divide n_heads={self.n_heads}: "
-                              "each key/value head serves the same number of query heads. Choose n_kv_heads among "
-                              f"the divisors of {self.n_heads} ({self.n_heads} = MHA, 1 = MQA).")
-        if self.position == "rope" and self.head_dim % 2:
-            raise ConfigError(f"ExperimentConfig: RoPE rotates pairs of features, so the head size d_model // n_heads "
-                              f"= {self.head_dim} must be even; change d_model or n_heads.")
+        check_choice(self, "position", POSITIONS)
+        check_choice(self, "norm_placement", PLACEMENTS)
+        check_choice(self, "norm", NORM_KINDS)
+        check_choice(self, "ffn", FFN_KINDS)
+        check_divisible(self, "d_model", "n_heads", why="each head gets d_model // n_heads channels")
+        if self.n_kv_heads is not None:  # None = n_heads, which always divides
+            check_divisible(self, "n_heads", "n_kv_heads",
+                            why=f"each key/value head serves the same number of query heads "
+                                f"(n_kv_heads={self.n_heads} = MHA, 1 = MQA)")
+        if self.position == "rope" and self.head_dim % 2:  # a rule of RoPE, not of the sizes alone
+            raise ConfigError(f"ExperimentConfig.d_model={self.d_model}: expected an even head size d_model // "
+                              f"n_heads for RoPE, which rotates pairs of features (got {self.head_dim}); "
+                              f"e.g. d_model={(self.head_dim + 1) * self.n_heads}.")
         if self.position == "sinusoidal" and self.d_model % 2:
-            raise ConfigError(f"ExperimentConfig.d_model={self.d_model}: sinusoidal positions come in sin/cos "
-                              "pairs, so d_model must be even.")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ConfigError(f"ExperimentConfig.rope_theta={self.rope_theta!r}: expected a positive base "
-                              "(e.g. 10000.0).")
+            raise ConfigError(f"ExperimentConfig.d_model={self.d_model}: expected an even d_model for sinusoidal "
+                              f"positions, which come in sin/cos pairs (e.g. d_model={self.d_model + self.n_heads}).")
+        check_range(self, "rope_theta", 0, math.inf, low_inclusive=False, hint="e.g. rope_theta=10000.0")
 
     @property
     def head_dim(self) -> int:
@@ -173,11 +168,7 @@ class ExperimentLM(nn.Module):
 
     def __init__(self, config: ExperimentConfig | None = None, **overrides):
         super().__init__()
-        if config is not None and overrides:
-            raise TypeError("pass either an ExperimentConfig or keyword overrides, not both.")
-        self.config = cfg = config if config is not None else ExperimentConfig(**overrides)
-        if not isinstance(cfg, ExperimentConfig):
-            raise TypeError(f"ExperimentLM expects an ExperimentConfig, got {type(cfg).__name__}.")
+        self.config = cfg = make_config(ExperimentConfig, config, overrides, model="ExperimentLM")
         C = cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, C)
         self.pos_emb = LearnedPositionalEmbedding(cfg.context, C) if cfg.position == "learned" else None
@@ -194,7 +185,7 @@ class ExperimentLM(nn.Module):
 
     def _block(self) -> Block:
         cfg = self.config
-        attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, n_kv_heads=cfg.kv_heads, bias=cfg.bias,
+        attn = PositionalAttention(cfg.d_model, cfg.n_heads, n_kv_heads=cfg.kv_heads, bias=cfg.bias,
                                   dropout=cfg.dropout)
         act, gated = ("gelu", False) if cfg.ffn == "gelu" else ("silu", True)
         ffn = make_ffn(cfg.d_model, cfg.ffn_hidden, act, gated=gated, bias=cfg.bias, dropout=cfg.dropout)
@@ -384,9 +375,7 @@ def run_experiment(cfg: ExperimentConfig, train, val, steps: int, *, batch_size:
     Trainer (AdamW, warm-up + cosine to lr/10, clipping at 1.0) on windows of ``cfg.context``
     tokens, and return its final validation loss and the wall time. Same seed = same initial
     weights (for equal shapes) and the same training batches for every config."""
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_iters", eval_iters)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"run_experiment: {name}={value!r}: expected a positive integer (e.g. {name}=100).")
+    check_positive_values("run_experiment", steps=steps, batch_size=batch_size, eval_iters=eval_iters)
     torch.manual_seed(seed)
     model = ExperimentLM(cfg)
     warmup = max(1, steps // 10) if warmup is None else warmup

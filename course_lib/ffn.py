@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from course_lib.config import ConfigError, check_positive, check_range
+from course_lib.config import ConfigError, check_choice, check_positive, check_positive_values, check_range
+from course_lib.kernels import fused
 
 
 # --------------------------------------------------------------------------- activations
@@ -63,15 +66,36 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": relu, "gelu": gelu, "gelu_tanh": gelu_tanh, "silu": silu, "mish": mish, "sigmoid": sigmoid,
 }
 ALIASES = {"swish": "silu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "glu": "sigmoid"}
+ACTIVATION_NAMES = (*ACTIVATIONS, *ALIASES)
+# the same functions as PyTorch's fused kernels (course_lib.kernels): one pass over the tensor
+# instead of one per operation of the formula; tests hold each equal to its formula above
+FUSED: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu, "gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh"), "silu": F.silu,
+    "mish": F.mish, "sigmoid": torch.sigmoid,
+}
 
 
 def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Activation function by name, e.g. get_activation("gelu_tanh")."""
+    """Activation by name, e.g. get_activation("gelu_tanh"): PyTorch's fused kernel, or the
+    formula above inside ``with course_lib.kernels.from_scratch():``. The formula itself is
+    ``get_activation(name).from_scratch``."""
     key = ALIASES.get(name, name) if isinstance(name, str) else name
     if key not in ACTIVATIONS:
         valid = ", ".join(sorted([*ACTIVATIONS, *ALIASES]))
         raise ValueError(f"unknown activation {name!r}; choose one of: {valid}.")
-    return ACTIVATIONS[key]
+    formula, kernel = ACTIVATIONS[key], FUSED[key]
+
+    def activation(x: torch.Tensor) -> torch.Tensor:
+        return kernel(x) if fused() else formula(x)
+
+    activation.__name__ = activation.__qualname__ = key
+    activation.from_scratch = formula
+    return activation
+
+
+def check_activation(cfg, name: str = "activation", hint: str = "") -> None:
+    """Config validation: ``getattr(cfg, name)`` names an activation (one message everywhere)."""
+    check_choice(cfg, name, ACTIVATION_NAMES, hint=hint)
 
 
 # --------------------------------------------------------------------------- configs
@@ -88,10 +112,7 @@ class FFNConfig:
     def __post_init__(self):
         check_positive(self, "d_model", "d_ff")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
-        try:
-            get_activation(self.activation)
-        except ValueError as err:
-            raise ConfigError(f"FFNConfig.activation: {err}") from None
+        check_activation(self)
 
     @property
     def n_params(self) -> int:
@@ -169,14 +190,14 @@ def make_ffn(d_model: int, d_ff: int, activation: str = "gelu", gated: bool = Fa
 def matched_gated_d_ff(d_ff: int) -> int:
     """The hidden size that gives a gated FFN (3 matrices) the parameters of a plain FFN with
     `d_ff` (2 matrices): 2/3·d_ff (Shazeer 2020, §2)."""
-    _positive("matched_gated_d_ff", d_ff=d_ff)
+    check_positive_values("matched_gated_d_ff", d_ff=d_ff)
     return round(2 * d_ff / 3)
 
 
 def llama_hidden_size(d_model: int, multiple_of: int = 256, ffn_dim_multiplier: float | None = None) -> int:
     """LLaMA's rule: 2/3 of 4·d_model, optionally scaled, rounded **up** to a multiple of
     `multiple_of` (meta-llama's model.py). d_model=4096 -> 11008 (LLaMA-7B)."""
-    _positive("llama_hidden_size", d_model=d_model, multiple_of=multiple_of)
+    check_positive_values("llama_hidden_size", d_model=d_model, multiple_of=multiple_of)
     hidden = int(2 * (4 * d_model) / 3)
     if ffn_dim_multiplier is not None:
         if not ffn_dim_multiplier > 0:
@@ -185,8 +206,3 @@ def llama_hidden_size(d_model: int, multiple_of: int = 256, ffn_dim_multiplier: 
         hidden = int(ffn_dim_multiplier * hidden)
     return multiple_of * math.ceil(hidden / multiple_of)
 
-
-def _positive(where: str, **values) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{where}: {name}={value!r}: expected a positive integer (e.g. {name}=256).")

@@ -1,52 +1,221 @@
-"""Hugging Face ``transformers`` models -> course_lib models with the same config and weights.
+"""Hugging Face ``transformers`` <-> course_lib: one registry of model families -> ``from_hf`` / ``to_hf``.
 
-``from_hf(hf_model)`` reads the HF config, builds the course_lib config of the same family,
-then copies every tensor through a *key map* (HF name -> course_lib name). Only two things are
-more than a rename:
-  * GPT-2 stores its linear layers as ``Conv1D`` with weights (in, out): transpose them;
-  * GPT-2 fuses q, k, v into one ``c_attn``: split it in three along the output axis.
-Every HF tensor must be used and every course_lib tensor filled, or loading fails loudly.
+Each family is one ``Family`` entry in ``FAMILIES`` that says, in one place:
+  * which HF classes it reads (``hf_classes``) and which course_lib classes it writes back (``ours``);
+  * how an HF config becomes a course_lib config (``config_from_hf``) and back (``config_to_hf``);
+  * the *key map*: a table {HF name prefix: course_lib name prefix}, ``{i}`` standing for a layer
+    index and ``None`` for an HF alias of a tied tensor. Renames are all most families need, and the
+    way back is the same table read right to left.
+Only two things are more than a rename, so only they have key maps written both ways as code:
+  * GPT-2 stores its linear layers as ``Conv1D`` with weights (in, out) and fuses q, k, v into one
+    ``c_attn``: transpose, and split in three along the output axis (concatenate on the way back);
+  * Mixtral (transformers >= 5) fuses each layer's experts into ``gate_up_proj`` / ``down_proj``
+    tensors (see ``course_lib.moe.mixtral_block_state_dict`` and its inverse).
 
-Nothing is downloaded: pass a model you already have (built from a config, or loaded from
-local files with ``from_pretrained(path, local_files_only=True)``).
+``from_hf(hf_model)`` finds the family by ``type(hf_model).__name__``; ``from_hf_weights`` does the
+same from a class name, a config and a state dict (how ``models/minilm.py`` loads files without
+``transformers``). ``to_hf(model)`` finds it by the course_lib class and dispatches through the same
+table. Both copy through ``load_mapped``: every tensor on the source side must match a rule, every
+tensor on the target side must be filled (tied tensors count once), or loading fails loudly.
+
+Nothing is downloaded: pass a model you already have (built from a config, or loaded from local
+files with ``from_pretrained(path, local_files_only=True)``).
+
+Adding a family
+  1. Put ``hf.state_dict().keys()`` of a tiny HF model next to ``model.state_dict().keys()`` of
+     the matching course_lib model; every HF tensor needs a place.
+  2. Write ``<family>_config_from_hf(hf_config)``: read the HF fields into the course_lib config
+     and raise ValueError, naming the field, for any setting course_lib does not implement.
+  3. Write the key map as a dict of prefixes (or a function of the course_lib config returning one),
+     like ``LLAMA_KEYS``. Only if a tensor must be reshaped, write ``tensors_from_hf`` /
+     ``tensors_to_hf`` functions instead, like GPT-2's.
+  4. For ``to_hf``, write ``<family>_config_to_hf(model) -> (HF class name, HF config)`` (plus a
+     dict of constructor keywords if the HF class needs one, like BertModel's add_pooling_layer).
+  5. ``register(Family(name, hf_classes, ours, config_from_hf, build, key_map=...,
+     config_to_hf=...))`` below the others.
+  6. Add a tiny example to ``EXAMPLES`` in ``tests/test_interop.py``: the registry test fails until
+     every family has one, and then checks parity and both round trips with a padded batch.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
+from course_lib.ffn import ALIASES
 from course_lib.models.bert import Bert, BertConfig, BertForMaskedLM
 from course_lib.models.gpt import GPT, GPTConfig
 from course_lib.models.llama import Llama, LlamaConfig
 from course_lib.models.t5 import T5, T5Config
-from course_lib.moe import LlamaMoE, mixtral_block_state_dict
+from course_lib.moe import LlamaMoE, mixtral_block_state_dict, mixtral_block_to_hf
+from course_lib.vit import ViTConfig, VisionTransformer
+
+KeyMap = dict[str, "str | None"]
+HF_BUFFERS = ("position_ids", "token_type_ids")  # index buffers some HF models save; not weights
 
 
-# --------------------------------------------------------------------------- copying
+# --------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Family:
+    """One model family: HF class names, config conversion and key map, both directions."""
+    name: str
+    hf_classes: tuple[str, ...]  # transformers classes from_hf reads
+    ours: tuple[type, ...]  # course_lib classes to_hf writes back
+    config_from_hf: Callable[[Any], Any]  # HF config -> course_lib config
+    build: Callable[[Any, str, dict], nn.Module]  # (config, HF class name, HF state) -> course_lib model
+    key_map: KeyMap | Callable[[Any], KeyMap] | None = None  # pure renames (a table, or config -> table)
+    tensors_from_hf: Callable[[dict, Any], dict] | None = None  # (HF state, config) -> ours, if not renames
+    tensors_to_hf: Callable[[dict, Any], dict] | None = None  # (ours, config) -> HF state, if not renames
+    config_to_hf: Callable[[nn.Module], tuple] | None = None  # model -> (HF class, config[, init kw]) or None
+    owns: Callable[[nn.Module], bool] = lambda model: True  # to_hf: which of `ours` belong here
+
+    def __post_init__(self):
+        if (self.key_map is None) == (self.tensors_from_hf is None):
+            raise ValueError(f"Family {self.name!r}: give exactly one of key_map (renames) or tensors_from_hf.")
+        if self.config_to_hf is not None and self.key_map is None and self.tensors_to_hf is None:
+            raise ValueError(f"Family {self.name!r}: config_to_hf needs key_map or tensors_to_hf for the tensors.")
+
+    def table(self, cfg) -> KeyMap:
+        return self.key_map(cfg) if callable(self.key_map) else self.key_map
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add `family` to FAMILIES; an HF class may belong to one family only."""
+    taken = {c: f.name for f in FAMILIES.values() for c in f.hf_classes if f.name != family.name}
+    clash = [c for c in family.hf_classes if c in taken]
+    if clash:
+        raise ValueError(f"register({family.name!r}): {clash} already belong to family {taken[clash[0]]!r}.")
+    FAMILIES[family.name] = family
+    return family
+
+
+def supported_hf_classes() -> list[str]:
+    return [c for f in FAMILIES.values() for c in f.hf_classes]
+
+
+def family_of_hf(hf_class: str) -> Family:
+    for family in FAMILIES.values():
+        if hf_class in family.hf_classes:
+            return family
+    raise TypeError(f"from_hf does not know the Hugging Face class {hf_class!r}; supported: "
+                    f"{', '.join(supported_hf_classes())}. A new family is one register(Family(...)) "
+                    "entry in course_lib/interop.py (see 'Adding a family' in its docstring).")
+
+
+def family_of(model: nn.Module) -> Family:
+    for family in FAMILIES.values():
+        if isinstance(model, family.ours) and family.owns(model) and family.config_to_hf is not None:
+            return family
+    known = sorted({c.__name__ for f in FAMILIES.values() if f.config_to_hf for c in f.ours})
+    raise TypeError(f"to_hf knows the course_lib classes {', '.join(known)}; got {type(model).__name__}.")
+
+
+# --------------------------------------------------------------------------- renaming and copying
+def _pattern(prefix: str) -> re.Pattern:
+    return re.compile(r"(\d+)".join(re.escape(part) for part in prefix.split("{i}")))
+
+
+def rename(state: dict[str, torch.Tensor], table: KeyMap) -> dict[str, torch.Tensor]:
+    """Rename every key of `state` by the first table prefix it starts with ("{i}" = a layer index);
+    a None target drops the tensor. A key that no rule matches is an error, so nothing is lost."""
+    rules = [(_pattern(old), new) for old, new in table.items()]
+    out = {}
+    for key, value in state.items():
+        for pattern, new in rules:
+            m = pattern.match(key)
+            if m:
+                if new is not None:
+                    out[new.replace("{i}", m.group(1) if m.groups() else "") + key[m.end():]] = value
+                break
+        else:
+            raise KeyError(f"no key-map rule for {key!r}: add its prefix to the family's key map "
+                           "(target None if it is an alias of a tied tensor).")
+    return out
+
+
+def invert(table: KeyMap) -> KeyMap:
+    """The same renames read right to left (the rules that drop an alias have no way back)."""
+    back = {new: old for old, new in table.items() if new is not None}
+    if len(back) != sum(new is not None for new in table.values()):
+        raise ValueError("this key map sends two HF prefixes to one course_lib prefix; it cannot be inverted.")
+    return back
+
+
 def load_mapped(model: nn.Module, tensors: dict[str, torch.Tensor], ignore: tuple[str, ...] = ()) -> nn.Module:
-    """Copy `tensors` (course_lib names) into `model`; every parameter must be covered."""
+    """Copy `tensors` into `model` by name; every tensor must be known and every model tensor
+    filled. A tied tensor (one storage under two names) counts as filled through either name."""
     own = model.state_dict()
-    missing = [k for k in own if k not in tensors and not k.endswith(ignore)]
+    filled = {own[k].data_ptr() for k in tensors if k in own}
+    missing = [k for k in own if k not in tensors and own[k].data_ptr() not in filled and not k.endswith(ignore)]
     unknown = [k for k in tensors if k not in own]
     if missing or unknown:
         raise KeyError(f"weight maps disagree: missing {missing[:5]}, unexpected {unknown[:5]}.")
     with torch.no_grad():
         for name, value in tensors.items():
             if own[name].shape != value.shape:
-                raise ValueError(f"{name}: course_lib shape {tuple(own[name].shape)} but the HF tensor "
-                                 f"is {tuple(value.shape)}.")
+                raise ValueError(f"{name}: the model's tensor has shape {tuple(own[name].shape)} but the mapped "
+                                 f"one is {tuple(value.shape)}; does the config conversion read every size?")
             own[name].copy_(value)
+        tied = [k for k, v in tensors.items() if not torch.equal(own[k], v.to(own[k]))]
+    if tied:
+        raise ValueError(f"{tied[:3]}: this model ties them to another tensor, but the values given differ "
+                         "(an untied head cannot be stored in a tied model).")
     return model
 
 
-def _hf_state(hf_model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in hf_model.state_dict().items()}
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _dtype(hf_model: nn.Module) -> torch.dtype:
-    return next(hf_model.parameters()).dtype
+def _float_like(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    return next(v for v in state.values() if v.is_floating_point())
+
+
+# --------------------------------------------------------------------------- the two directions
+def from_hf(hf_model: nn.Module) -> nn.Module:
+    """The course_lib model equal to `hf_model` (same config, same weights), in eval mode."""
+    hf_class = type(hf_model).__name__
+    family_of_hf(hf_class)  # an unknown class fails here, naming the supported ones
+    return from_hf_weights(hf_class, hf_model.config, _state(hf_model))
+
+
+def from_hf_weights(hf_class: str, hf_config, hf_state: dict[str, torch.Tensor]) -> nn.Module:
+    """from_hf without a transformers object: an HF class name (config.json's "architectures"),
+    a config with the HF attribute names, and the state dict (e.g. read from model.safetensors)."""
+    family = family_of_hf(hf_class)
+    cfg = family.config_from_hf(hf_config)
+    like = _float_like(hf_state)
+    model = family.build(cfg, hf_class, hf_state).to(device=like.device, dtype=like.dtype)
+    tensors = family.tensors_from_hf(hf_state, cfg) if family.tensors_from_hf else rename(hf_state, family.table(cfg))
+    return load_mapped(model, tensors).eval()
+
+
+def to_hf(model: nn.Module) -> nn.Module:
+    """The Hugging Face model equal to a course_lib model (the round trip of from_hf), in eval mode."""
+    import transformers
+    family = family_of(model)
+    hf_class, hf_config, *init = family.config_to_hf(model)  # init: constructor keywords, if any
+    like = next(model.parameters())
+    hf_model = getattr(transformers, hf_class)(hf_config, **(init[0] if init else {}))
+    hf_model = hf_model.to(device=like.device, dtype=like.dtype).eval()
+    ours, cfg = _state(model), model.config
+    tensors = family.tensors_to_hf(ours, cfg) if family.tensors_to_hf else rename(ours, invert(family.table(cfg)))
+    return load_mapped(hf_model, tensors, ignore=HF_BUFFERS)
+
+
+def _act_to_hf(activation: str) -> str:
+    return "gelu_new" if activation == "gelu_tanh" else activation  # HF's name for tanh-GELU
+
+
+def _act_from_hf(activation: str) -> str:
+    return ALIASES.get(activation, activation)  # "gelu_new" -> "gelu_tanh", "swish" -> "silu"
 
 
 # --------------------------------------------------------------------------- GPT-2
@@ -56,38 +225,62 @@ def gpt_config_from_hf(hf_config) -> GPTConfig:
                          "scale_attn_weights); course_lib's GPT uses the standard 1/sqrt(D).")
     return GPTConfig(vocab_size=hf_config.vocab_size, max_positions=hf_config.n_positions,
                      d_model=hf_config.n_embd, n_layers=hf_config.n_layer, n_heads=hf_config.n_head,
-                     d_ff=hf_config.n_inner, activation=hf_config.activation_function,
+                     d_ff=hf_config.n_inner, activation=_act_from_hf(hf_config.activation_function),
                      eps=float(hf_config.layer_norm_epsilon),
                      tie_weights=bool(getattr(hf_config, "tie_word_embeddings", True)))
 
 
-def gpt2_key_map(hf: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
+def gpt_config_to_hf(model: GPT):
+    import transformers as hf
+    c = model.config
+    return "GPT2LMHeadModel", hf.GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.max_positions, n_embd=c.d_model, n_layer=c.n_layers,
+        n_head=c.n_heads, n_inner=c.d_ff, activation_function=_act_to_hf(c.activation), layer_norm_epsilon=c.eps,
+        tie_word_embeddings=c.tie_weights, resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout)
+
+
+GPT2_LAYER = {"attn.c_proj": "attn.o_proj", "mlp.c_fc": "ffn.up_proj", "mlp.c_proj": "ffn.down_proj",
+              "ln_1": "attn_norm", "ln_2": "ffn_norm"}  # + attn.c_attn -> q_proj, k_proj, v_proj
+CONV1D = ("attn.c_proj", "mlp.c_fc", "mlp.c_proj")  # weights stored (in, out)
+
+
+def gpt2_key_map(hf: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
     """GPT2LMHeadModel state dict -> course_lib GPT state dict."""
     t = lambda w: w.t().contiguous()  # noqa: E731  Conv1D (in, out) -> Linear (out, in)
     p = "transformer."
     out = {"tok_emb.weight": hf[p + "wte.weight"], "pos_emb.weight": hf[p + "wpe.weight"],
            "final_norm.weight": hf[p + "ln_f.weight"], "final_norm.bias": hf[p + "ln_f.bias"],
            "lm_head.weight": hf.get("lm_head.weight", hf[p + "wte.weight"])}
-    for i in range(n_layers):
+    for i in range(cfg.n_layers):
         h, b = f"{p}h.{i}.", f"blocks.{i}."
         q, k, v = t(hf[h + "attn.c_attn.weight"]).chunk(3, dim=0)  # (3C, C) -> 3 x (C, C)
         qb, kb, vb = hf[h + "attn.c_attn.bias"].chunk(3)  # (3C,) -> 3 x (C,)
         out |= {b + "attn.q_proj.weight": q, b + "attn.k_proj.weight": k, b + "attn.v_proj.weight": v,
-                b + "attn.q_proj.bias": qb, b + "attn.k_proj.bias": kb, b + "attn.v_proj.bias": vb,
-                b + "attn.o_proj.weight": t(hf[h + "attn.c_proj.weight"]),
-                b + "attn.o_proj.bias": hf[h + "attn.c_proj.bias"],
-                b + "ffn.up_proj.weight": t(hf[h + "mlp.c_fc.weight"]), b + "ffn.up_proj.bias": hf[h + "mlp.c_fc.bias"],
-                b + "ffn.down_proj.weight": t(hf[h + "mlp.c_proj.weight"]),
-                b + "ffn.down_proj.bias": hf[h + "mlp.c_proj.bias"]}
-        for ours, theirs in (("attn_norm", "ln_1"), ("ffn_norm", "ln_2")):
-            out |= {b + f"{ours}.weight": hf[h + f"{theirs}.weight"], b + f"{ours}.bias": hf[h + f"{theirs}.bias"]}
+                b + "attn.q_proj.bias": qb, b + "attn.k_proj.bias": kb, b + "attn.v_proj.bias": vb}
+        for theirs, mine in GPT2_LAYER.items():
+            w = hf[h + theirs + ".weight"]
+            out[b + mine + ".weight"] = t(w) if theirs in CONV1D else w
+            out[b + mine + ".bias"] = hf[h + theirs + ".bias"]
     return out
 
 
-def gpt_from_hf(hf_model) -> GPT:
-    cfg = gpt_config_from_hf(hf_model.config)
-    model = GPT(cfg).to(_dtype(hf_model))
-    return load_mapped(model, gpt2_key_map(_hf_state(hf_model), cfg.n_layers)).eval()
+def gpt2_key_map_to_hf(ours: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
+    """The inverse of gpt2_key_map: fuse q, k, v back into c_attn and transpose to Conv1D."""
+    t = lambda w: w.t().contiguous()  # noqa: E731  Linear (out, in) -> Conv1D (in, out)
+    p = "transformer."
+    out = {p + "wte.weight": ours["tok_emb.weight"], p + "wpe.weight": ours["pos_emb.weight"],
+           p + "ln_f.weight": ours["final_norm.weight"], p + "ln_f.bias": ours["final_norm.bias"],
+           "lm_head.weight": ours["lm_head.weight"]}
+    for i in range(cfg.n_layers):
+        h, b = f"{p}h.{i}.", f"blocks.{i}."
+        qkv = [b + f"attn.{x}_proj" for x in "qkv"]
+        out[h + "attn.c_attn.weight"] = t(torch.cat([ours[k + ".weight"] for k in qkv], dim=0))  # (C, 3C)
+        out[h + "attn.c_attn.bias"] = torch.cat([ours[k + ".bias"] for k in qkv])  # (3C,)
+        for theirs, mine in GPT2_LAYER.items():
+            w = ours[b + mine + ".weight"]
+            out[h + theirs + ".weight"] = t(w) if theirs in CONV1D else w
+            out[h + theirs + ".bias"] = ours[b + mine + ".bias"]
+    return out
 
 
 # --------------------------------------------------------------------------- LLaMA / Mistral
@@ -116,41 +309,76 @@ def llama_config_from_hf(hf_config) -> LlamaConfig:
                        sliding_window=getattr(hf_config, "sliding_window", None))
 
 
-def llama_key_map(hf: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """LlamaForCausalLM / MistralForCausalLM state dict -> course_lib Llama: renames only."""
-    out = {"tok_emb.weight": hf["model.embed_tokens.weight"], "final_norm.weight": hf["model.norm.weight"],
-           "lm_head.weight": hf.get("lm_head.weight", hf["model.embed_tokens.weight"])}
-    renames = {"self_attn.": "attn.", "mlp.": "ffn.", "input_layernorm.": "attn_norm.",
-               "post_attention_layernorm.": "ffn_norm."}
-    for key, value in hf.items():
-        if key.startswith("model.layers."):
-            i, rest = key[len("model.layers."):].split(".", 1)
-            for theirs, ours in renames.items():
-                if rest.startswith(theirs):
-                    out[f"blocks.{i}.{ours}{rest[len(theirs):]}"] = value
-    return out
+def _llama_hf_kwargs(c: LlamaConfig) -> dict:
+    """The config fields LLaMA, Mistral and Mixtral share."""
+    if c.rope_scaling is not None and c.rope_scaling.kind != "linear":
+        raise ValueError(f"to_hf: rope_scaling kind {c.rope_scaling.kind!r} has no Hugging Face equivalent here.")
+    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
+    if c.rope_scaling is not None:
+        rope = {"rope_type": "linear", "rope_theta": c.rope_theta, "factor": float(c.rope_scaling.factor)}
+    return dict(vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff,
+                num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
+                head_dim=c.head_dim, max_position_embeddings=c.max_positions, rms_norm_eps=c.eps,
+                tie_word_embeddings=c.tie_weights, rope_parameters=rope, hidden_act=c.activation)
 
 
-def llama_from_hf(hf_model) -> Llama:
-    cfg = llama_config_from_hf(hf_model.config)
-    model = Llama(cfg).to(_dtype(hf_model))
-    return load_mapped(model, llama_key_map(_hf_state(hf_model), cfg.n_layers)).eval()
+def llama_config_to_hf(model: Llama):
+    import transformers as hf
+    c = model.config
+    if c.sliding_window is not None:
+        if c.attention_bias or c.mlp_bias:
+            raise ValueError("to_hf: Mistral has no attention_bias / mlp_bias; set them False or drop sliding_window.")
+        return "MistralForCausalLM", hf.MistralConfig(sliding_window=c.sliding_window, **_llama_hf_kwargs(c))
+    return "LlamaForCausalLM", hf.LlamaConfig(attention_bias=c.attention_bias, mlp_bias=c.mlp_bias,
+                                              **_llama_hf_kwargs(c))
+
+
+LLAMA_KEYS = {  # LlamaForCausalLM / MistralForCausalLM / MixtralForCausalLM -> course_lib Llama
+    "model.embed_tokens.": "tok_emb.",
+    "model.layers.{i}.input_layernorm.": "blocks.{i}.attn_norm.",
+    "model.layers.{i}.self_attn.": "blocks.{i}.attn.",  # q_proj, k_proj, v_proj, o_proj: same names
+    "model.layers.{i}.post_attention_layernorm.": "blocks.{i}.ffn_norm.",
+    "model.layers.{i}.mlp.": "blocks.{i}.ffn.",  # gate_proj, up_proj, down_proj (Mixtral: gate, experts)
+    "model.norm.": "final_norm.",
+    "lm_head.": "lm_head.",
+}
 
 
 # --------------------------------------------------------------------------- Mixtral
-def mixtral_from_hf(hf_model) -> Llama:
-    """Mixtral = Mistral whose FFNs are sparse MoE layers: the LLaMA key map, then each block's
-    router and fused experts (``mlp.gate``, ``mlp.experts.*``) through moe.mixtral_block_state_dict."""
-    hf_cfg = hf_model.config
-    moe = LlamaMoE(n_experts=hf_cfg.num_local_experts, top_k=hf_cfg.num_experts_per_tok)
-    cfg = dataclasses.replace(llama_config_from_hf(hf_cfg), moe=moe)
-    model = Llama(cfg).to(_dtype(hf_model))
-    tensors = llama_key_map(_hf_state(hf_model), cfg.n_layers)
+def mixtral_config_from_hf(hf_config) -> LlamaConfig:
+    """Mixtral = Mistral whose FFNs are sparse MoE layers of num_local_experts SwiGLU experts."""
+    moe = LlamaMoE(n_experts=hf_config.num_local_experts, top_k=hf_config.num_experts_per_tok)
+    return dataclasses.replace(llama_config_from_hf(hf_config), moe=moe)
+
+
+def mixtral_config_to_hf(model: Llama):
+    import transformers as hf
+    c, moe = model.config, model.config.moe
+    if moe.capacity_factor is not None or moe.n_shared_experts or c.attention_bias or c.mlp_bias:
+        raise ValueError("to_hf: Mixtral has no expert capacity, shared experts or biases; this LlamaMoE "
+                         "config (capacity_factor / n_shared_experts / attention_bias / mlp_bias) has no HF twin.")
+    kw = _llama_hf_kwargs(c) | {"intermediate_size": moe.d_ff or c.d_ff}  # Mixtral's d_ff is each expert's
+    return "MixtralForCausalLM", hf.MixtralConfig(sliding_window=c.sliding_window, num_local_experts=moe.n_experts,
+                                                  num_experts_per_tok=moe.top_k, router_jitter_noise=0.0, **kw)
+
+
+def _each_ffn(state: dict, cfg: LlamaConfig, convert: Callable[[dict], dict]) -> dict:
+    """Apply `convert` to each block's ``blocks.{i}.ffn.*`` tensors (names without that prefix)."""
+    out = dict(state)
     for i in range(cfg.n_layers):
         prefix = f"blocks.{i}.ffn."
-        block = {k[len(prefix):]: tensors.pop(k) for k in [k for k in tensors if k.startswith(prefix)]}
-        tensors |= {prefix + k: v for k, v in mixtral_block_state_dict(block).items()}
-    return load_mapped(model, tensors).eval()
+        block = {k[len(prefix):]: out.pop(k) for k in [k for k in out if k.startswith(prefix)]}
+        out |= {prefix + k: v for k, v in convert(block).items()}
+    return out
+
+
+def mixtral_key_map(hf: dict, cfg: LlamaConfig) -> dict:
+    """The LLaMA renames, then each block's router and fused experts through moe.mixtral_block_state_dict."""
+    return _each_ffn(rename(hf, LLAMA_KEYS), cfg, mixtral_block_state_dict)
+
+
+def mixtral_key_map_to_hf(ours: dict, cfg: LlamaConfig) -> dict:
+    return rename(_each_ffn(ours, cfg, mixtral_block_to_hf), invert(LLAMA_KEYS))
 
 
 # --------------------------------------------------------------------------- BERT
@@ -161,46 +389,53 @@ def bert_config_from_hf(hf_config) -> BertConfig:
     return BertConfig(vocab_size=hf_config.vocab_size, d_model=hf_config.hidden_size,
                       n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
                       d_ff=hf_config.intermediate_size, max_positions=hf_config.max_position_embeddings,
-                      type_vocab_size=hf_config.type_vocab_size, activation=hf_config.hidden_act,
+                      type_vocab_size=hf_config.type_vocab_size, activation=_act_from_hf(hf_config.hidden_act),
                       eps=float(hf_config.layer_norm_eps), dropout=float(hf_config.hidden_dropout_prob),
                       pad_token_id=hf_config.pad_token_id or 0)
 
 
-BERT_RENAMES = {"attention.self.query.": "attn.q_proj.", "attention.self.key.": "attn.k_proj.",
-                "attention.self.value.": "attn.v_proj.", "attention.output.dense.": "attn.o_proj.",
-                "attention.output.LayerNorm.": "attn_norm.", "intermediate.dense.": "ffn.up_proj.",
-                "output.dense.": "ffn.down_proj.", "output.LayerNorm.": "ffn_norm."}
-BERT_TOP = {"embeddings.word_embeddings.": "embeddings.tok_emb.", "embeddings.position_embeddings.": "embeddings.pos_emb.",
-            "embeddings.token_type_embeddings.": "embeddings.type_emb.", "embeddings.LayerNorm.": "embeddings.norm.",
-            "pooler.dense.": "pooler.", "cls.predictions.transform.dense.": "mlm_head.dense.",
-            "cls.predictions.transform.LayerNorm.": "mlm_head.norm.", "cls.predictions.decoder.": "mlm_head.decoder."}
+def bert_config_to_hf(model: Bert | BertForMaskedLM):
+    import transformers as hf
+    c = model.config
+    config = hf.BertConfig(
+        vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layers,
+        num_attention_heads=c.n_heads, intermediate_size=c.d_ff, max_position_embeddings=c.max_positions,
+        type_vocab_size=c.type_vocab_size, hidden_act=_act_to_hf(c.activation), layer_norm_eps=c.eps,
+        pad_token_id=c.pad_token_id, hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+    if isinstance(model, BertForMaskedLM):
+        return "BertForMaskedLM", config
+    return "BertModel", config, {"add_pooling_layer": model.pooler is not None}
 
 
-def bert_key_map(hf: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
-    """BertModel (prefix "") or BertForMaskedLM (encoder under "bert.") -> course_lib names."""
-    out = {}
-    for key, value in hf.items():
-        ours_prefix = prefix if key.startswith(prefix) else ""
-        k = key[len(ours_prefix):]
-        if k.startswith("encoder.layer."):
-            i, rest = k[len("encoder.layer."):].split(".", 1)
-            new = next(f"blocks.{i}.{o}{rest[len(t):]}" for t, o in BERT_RENAMES.items() if rest.startswith(t))
-        elif k == "cls.predictions.bias":
-            continue  # the same tensor as cls.predictions.decoder.bias
-        else:
-            new = next(o + k[len(t):] for t, o in BERT_TOP.items() if k.startswith(t))
-        out[ours_prefix + new] = value
-    return out
+def _build_bert(cfg: BertConfig, hf_class: str, hf_state: dict) -> nn.Module:
+    if hf_class == "BertForMaskedLM":
+        return BertForMaskedLM(cfg)
+    return Bert(cfg, add_pooler="pooler.dense.weight" in hf_state)
 
 
-def bert_from_hf(hf_model) -> nn.Module:
-    cfg = bert_config_from_hf(hf_model.config)
-    if type(hf_model).__name__ == "BertForMaskedLM":
-        model, prefix = BertForMaskedLM(cfg), "bert."
-    else:
-        model, prefix = Bert(cfg, add_pooler=hf_model.pooler is not None), ""
-    model = model.to(_dtype(hf_model))
-    return load_mapped(model, bert_key_map(_hf_state(hf_model), prefix)).eval()
+_BERT_ENCODER = {  # BertModel -> course_lib Bert
+    "embeddings.word_embeddings.": "embeddings.tok_emb.",
+    "embeddings.position_embeddings.": "embeddings.pos_emb.",
+    "embeddings.token_type_embeddings.": "embeddings.type_emb.",
+    "embeddings.LayerNorm.": "embeddings.norm.",
+    "embeddings.position_ids": None,  # a buffer (0, 1, ..., T-1) older checkpoints saved
+    "encoder.layer.{i}.attention.self.query.": "blocks.{i}.attn.q_proj.",
+    "encoder.layer.{i}.attention.self.key.": "blocks.{i}.attn.k_proj.",
+    "encoder.layer.{i}.attention.self.value.": "blocks.{i}.attn.v_proj.",
+    "encoder.layer.{i}.attention.output.dense.": "blocks.{i}.attn.o_proj.",
+    "encoder.layer.{i}.attention.output.LayerNorm.": "blocks.{i}.attn_norm.",
+    "encoder.layer.{i}.intermediate.dense.": "blocks.{i}.ffn.up_proj.",
+    "encoder.layer.{i}.output.dense.": "blocks.{i}.ffn.down_proj.",
+    "encoder.layer.{i}.output.LayerNorm.": "blocks.{i}.ffn_norm.",
+    "pooler.dense.": "pooler.",
+}
+BERT_KEYS = _BERT_ENCODER | {"bert." + k: v and "bert." + v for k, v in _BERT_ENCODER.items()} | {
+    # BertForMaskedLM: the encoder under "bert.", then the MLM head
+    "cls.predictions.transform.dense.": "mlm_head.dense.",
+    "cls.predictions.transform.LayerNorm.": "mlm_head.norm.",
+    "cls.predictions.decoder.": "mlm_head.decoder.",
+    "cls.predictions.bias": None,  # the same tensor as cls.predictions.decoder.bias
+}
 
 
 # --------------------------------------------------------------------------- T5
@@ -212,149 +447,97 @@ def t5_config_from_hf(hf_config) -> T5Config:
                     d_ff=hf_config.d_ff, n_layers=hf_config.num_layers, n_decoder_layers=hf_config.num_decoder_layers,
                     n_heads=hf_config.num_heads, num_buckets=hf_config.relative_attention_num_buckets,
                     max_distance=hf_config.relative_attention_max_distance, eps=float(hf_config.layer_norm_epsilon),
-                    dropout=float(hf_config.dropout_rate), activation=hf_config.dense_act_fn,
+                    dropout=float(hf_config.dropout_rate), activation=_act_from_hf(hf_config.dense_act_fn),
                     gated=bool(hf_config.is_gated_act), tie_weights=bool(tied),
                     pad_token_id=hf_config.pad_token_id or 0,
                     decoder_start_token_id=getattr(hf_config, "decoder_start_token_id", None) or 0)
 
 
-T5_RENAMES = {"layer.0.SelfAttention.q.": "attn.q_proj.", "layer.0.SelfAttention.k.": "attn.k_proj.",
-              "layer.0.SelfAttention.v.": "attn.v_proj.", "layer.0.SelfAttention.o.": "attn.o_proj.",
-              "layer.0.layer_norm.": "attn_norm.", "layer.1.EncDecAttention.q.": "cross_attn.q_proj.",
-              "layer.1.EncDecAttention.k.": "cross_attn.k_proj.", "layer.1.EncDecAttention.v.": "cross_attn.v_proj.",
-              "layer.1.EncDecAttention.o.": "cross_attn.o_proj.", "layer.1.layer_norm.": "cross_attn_norm."}
-T5_FFN = {"DenseReluDense.wi.": "ffn.up_proj.", "DenseReluDense.wi_0.": "ffn.gate_proj.",
-          "DenseReluDense.wi_1.": "ffn.up_proj.", "DenseReluDense.wo.": "ffn.down_proj.", "layer_norm.": "ffn_norm."}
+def t5_config_to_hf(model: T5):
+    import transformers as hf
+    c = model.config
+    ffn = ("gated-" if c.gated else "") + ("gelu" if c.activation == "gelu_tanh" else c.activation)
+    return "T5ForConditionalGeneration", hf.T5Config(
+        vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.n_layers,
+        num_decoder_layers=c.n_decoder_layers, num_heads=c.n_heads, relative_attention_num_buckets=c.num_buckets,
+        relative_attention_max_distance=c.max_distance, layer_norm_epsilon=c.eps, dropout_rate=c.dropout,
+        feed_forward_proj=ffn, tie_word_embeddings=c.tie_weights, pad_token_id=c.pad_token_id,
+        decoder_start_token_id=c.decoder_start_token_id)
 
 
-def t5_key_map(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """T5ForConditionalGeneration -> course_lib T5. The relative bias lives in HF's first block;
-    course_lib keeps it on the stack (``encoder.rel_bias``), which is where it is used."""
-    out = {"shared.weight": hf["shared.weight"], "lm_head.weight": hf.get("lm_head.weight", hf["shared.weight"])}
-    for stack in ("encoder", "decoder"):
-        ffn_layer = "layer.2." if stack == "decoder" else "layer.1."
-        out[f"{stack}.final_norm.weight"] = hf[f"{stack}.final_layer_norm.weight"]
-        bias_key = f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-        out[f"{stack}.rel_bias.relative_attention_bias.weight"] = hf[bias_key]
-        for key, value in hf.items():
-            if not key.startswith(f"{stack}.block.") or key == bias_key:
-                continue
-            i, rest = key[len(f"{stack}.block."):].split(".", 1)
-            renames = T5_RENAMES | {ffn_layer + t: o for t, o in T5_FFN.items()}  # encoder: layer.1 is the FFN
-            new = next(o + rest[len(t):] for t, o in renames.items() if rest.startswith(t))
-            out[f"{stack}.blocks.{i}.{new}"] = value
-    return out
+def t5_keys(cfg: T5Config) -> KeyMap:
+    """T5ForConditionalGeneration -> course_lib T5. HF keeps each stack's relative position bias in
+    its block 0; course_lib keeps it on the stack (``encoder.rel_bias``), where it is used."""
+    ffn = {"wi_0.": "gate_proj.", "wi_1.": "up_proj."} if cfg.gated else {"wi.": "up_proj."}
+    keys = {"shared.": "shared.", "lm_head.": "lm_head.",
+            "encoder.embed_tokens.": None, "decoder.embed_tokens.": None}  # both the same tensor as shared
+    for stack, ffn_layer in (("encoder", 1), ("decoder", 2)):  # the decoder's layer.1 is cross-attention
+        hf, ours = f"{stack}.block.{{i}}.layer.", f"{stack}.blocks.{{i}}."
+        keys |= {f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.":
+                 f"{stack}.rel_bias.relative_attention_bias."}
+        keys |= {f"{hf}0.SelfAttention.{x}.": f"{ours}attn.{x}_proj." for x in "qkvo"}
+        keys |= {f"{hf}0.layer_norm.": f"{ours}attn_norm.",
+                 f"{hf}{ffn_layer}.layer_norm.": f"{ours}ffn_norm.",
+                 f"{hf}{ffn_layer}.DenseReluDense.wo.": f"{ours}ffn.down_proj."}
+        keys |= {f"{hf}{ffn_layer}.DenseReluDense.{a}": f"{ours}ffn.{b}" for a, b in ffn.items()}
+        keys |= {f"{stack}.final_layer_norm.": f"{stack}.final_norm."}
+    keys |= {f"decoder.block.{{i}}.layer.1.EncDecAttention.{x}.": f"decoder.blocks.{{i}}.cross_attn.{x}_proj."
+             for x in "qkvo"}
+    keys |= {"decoder.block.{i}.layer.1.layer_norm.": "decoder.blocks.{i}.cross_attn_norm."}
+    return keys
 
 
-def t5_from_hf(hf_model) -> T5:
-    model = T5(t5_config_from_hf(hf_model.config)).to(_dtype(hf_model))
-    return load_mapped(model, t5_key_map(_hf_state(hf_model))).eval()
+# --------------------------------------------------------------------------- ViT
+VIT_EPS = 1e-5  # ViTConfig has no eps: course_lib's ViT uses LayerNorm's default
 
 
-# --------------------------------------------------------------------------- dispatch
-CONVERTERS = {
-    "GPT2LMHeadModel": gpt_from_hf,
-    "BertModel": bert_from_hf,
-    "BertForMaskedLM": bert_from_hf,
-    "LlamaForCausalLM": llama_from_hf,
-    "MistralForCausalLM": llama_from_hf,
-    "T5ForConditionalGeneration": t5_from_hf,
-    "MixtralForCausalLM": mixtral_from_hf,
+def vit_config_from_hf(hf_config) -> ViTConfig:
+    for field, ours in (("hidden_act", "gelu"), ("qkv_bias", True), ("layer_norm_eps", VIT_EPS)):
+        if getattr(hf_config, field) != ours:
+            raise ValueError(f"{field}={getattr(hf_config, field)!r}: course_lib's ViT has {field} {ours!r} "
+                             "only (ViTConfig has no field for it).")
+    return ViTConfig(image_size=hf_config.image_size, patch_size=hf_config.patch_size,
+                     channels=hf_config.num_channels, n_classes=hf_config.num_labels, d_model=hf_config.hidden_size,
+                     n_layers=hf_config.num_hidden_layers, n_heads=hf_config.num_attention_heads,
+                     d_ff=hf_config.intermediate_size, dropout=float(hf_config.hidden_dropout_prob))
+
+
+def vit_config_to_hf(model: VisionTransformer):
+    import transformers as hf
+    c = model.config
+    return "ViTForImageClassification", hf.ViTConfig(
+        image_size=c.image_size, patch_size=c.patch_size, num_channels=c.channels, num_labels=c.n_classes,
+        hidden_size=c.d_model, num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+        intermediate_size=c.d_ff, hidden_act="gelu", layer_norm_eps=VIT_EPS, qkv_bias=True,
+        hidden_dropout_prob=c.dropout, attention_probs_dropout_prob=c.dropout)
+
+
+VIT_KEYS = {  # ViTForImageClassification (transformers >= 5 names) -> course_lib VisionTransformer
+    "vit.embeddings.cls_token": "cls_token",
+    "vit.embeddings.position_embeddings": "pos_embed",
+    "vit.embeddings.patch_embeddings.projection.": "patch_embed.projection.",
+    "vit.layers.{i}.layernorm_before.": "blocks.{i}.attn_norm.",
+    "vit.layers.{i}.attention.": "blocks.{i}.attn.",  # q_proj, k_proj, v_proj, o_proj: same names
+    "vit.layers.{i}.layernorm_after.": "blocks.{i}.ffn_norm.",
+    "vit.layers.{i}.mlp.fc1.": "blocks.{i}.ffn.up_proj.",
+    "vit.layers.{i}.mlp.fc2.": "blocks.{i}.ffn.down_proj.",
+    "vit.layernorm.": "norm.",
+    "classifier.": "head.",
 }
 
 
-def from_hf(hf_model: nn.Module) -> nn.Module:
-    """The course_lib model equal to `hf_model` (same config, same weights), in eval mode."""
-    name = type(hf_model).__name__
-    if name not in CONVERTERS:
-        raise TypeError(f"from_hf does not know {name}; supported: {', '.join(CONVERTERS)}.")
-    return CONVERTERS[name](hf_model)
-
-
-# --------------------------------------------------------------------------- the way back
-def _hf_config(model: nn.Module):
-    """The Hugging Face config of a course_lib model (dropout 0: both sides in eval behave alike)."""
-    import transformers as hf
-    act = lambda a: "gelu_new" if a == "gelu_tanh" else a  # noqa: E731
-    c = getattr(model, "config", None)
-    if isinstance(model, GPT):
-        return hf.GPT2LMHeadModel, hf.GPT2Config(
-            vocab_size=c.vocab_size, n_positions=c.max_positions, n_embd=c.d_model, n_layer=c.n_layers,
-            n_head=c.n_heads, n_inner=c.d_ff, activation_function=act(c.activation), layer_norm_epsilon=c.eps,
-            tie_word_embeddings=c.tie_weights, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    if isinstance(model, Llama):
-        if c.rope_scaling is not None and c.rope_scaling.kind != "linear":
-            raise ValueError(f"to_hf: rope_scaling kind {c.rope_scaling.kind!r} has no Hugging Face equivalent here.")
-        rope = {"rope_type": "default", "rope_theta": c.rope_theta}
-        if c.rope_scaling is not None:
-            rope = {"rope_type": "linear", "rope_theta": c.rope_theta, "factor": float(c.rope_scaling.factor)}
-        kw = dict(vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff,
-                  num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
-                  head_dim=c.head_dim, max_position_embeddings=c.max_positions, rms_norm_eps=c.eps,
-                  tie_word_embeddings=c.tie_weights, rope_parameters=rope, hidden_act=c.activation)
-        if c.sliding_window is not None:
-            return hf.MistralForCausalLM, hf.MistralConfig(sliding_window=c.sliding_window, **kw)
-        return hf.LlamaForCausalLM, hf.LlamaConfig(attention_bias=c.attention_bias, mlp_bias=c.mlp_bias, **kw)
-    if isinstance(model, (Bert, BertForMaskedLM)):
-        cls = hf.BertForMaskedLM if isinstance(model, BertForMaskedLM) else hf.BertModel
-        return cls, hf.BertConfig(
-            vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layers,
-            num_attention_heads=c.n_heads, intermediate_size=c.d_ff, max_position_embeddings=c.max_positions,
-            type_vocab_size=c.type_vocab_size, hidden_act=act(c.activation), layer_norm_eps=c.eps,
-            pad_token_id=c.pad_token_id, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    if isinstance(model, T5):
-        ffn = ("gated-" if c.gated else "") + ("gelu" if c.activation == "gelu_tanh" else c.activation)
-        return hf.T5ForConditionalGeneration, hf.T5Config(
-            vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.n_layers,
-            num_decoder_layers=c.n_decoder_layers, num_heads=c.n_heads, relative_attention_num_buckets=c.num_buckets,
-            relative_attention_max_distance=c.max_distance, layer_norm_epsilon=c.eps, dropout_rate=0.0,
-            feed_forward_proj=ffn, tie_word_embeddings=c.tie_weights, pad_token_id=c.pad_token_id,
-            decoder_start_token_id=c.decoder_start_token_id)
-    raise TypeError(f"to_hf knows GPT, Llama, Bert, BertForMaskedLM and T5, got {type(model).__name__}.")
-
-
-def _gpt2_to_hf(ours: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """The inverse of gpt2_key_map: fuse q, k, v back into c_attn and transpose to Conv1D."""
-    t = lambda w: w.t().contiguous()  # noqa: E731
-    p = "transformer."
-    out = {p + "wte.weight": ours["tok_emb.weight"], p + "wpe.weight": ours["pos_emb.weight"],
-           p + "ln_f.weight": ours["final_norm.weight"], p + "ln_f.bias": ours["final_norm.bias"],
-           "lm_head.weight": ours["lm_head.weight"]}
-    for i in range(n_layers):
-        h, b = f"{p}h.{i}.", f"blocks.{i}."
-        qkv = [b + f"attn.{x}_proj" for x in "qkv"]
-        out[h + "attn.c_attn.weight"] = t(torch.cat([ours[k + ".weight"] for k in qkv], dim=0))  # (C, 3C)
-        out[h + "attn.c_attn.bias"] = torch.cat([ours[k + ".bias"] for k in qkv])  # (3C,)
-        for theirs, mine in (("attn.c_proj", "attn.o_proj"), ("mlp.c_fc", "ffn.up_proj"), ("mlp.c_proj", "ffn.down_proj")):
-            out[h + theirs + ".weight"], out[h + theirs + ".bias"] = t(ours[b + mine + ".weight"]), ours[b + mine + ".bias"]
-        for theirs, mine in (("ln_1", "attn_norm"), ("ln_2", "ffn_norm")):
-            out[h + theirs + ".weight"], out[h + theirs + ".bias"] = ours[b + mine + ".weight"], ours[b + mine + ".bias"]
-    return out
-
-
-def to_hf(model: nn.Module) -> nn.Module:
-    """The Hugging Face model equal to a course_lib model (the round trip of from_hf), in eval mode."""
-    cls, config = _hf_config(model)
-    hf_model = cls(config).to(next(model.parameters()).dtype).eval()
-    ours = {k: v.detach() for k, v in model.state_dict().items()}
-    if isinstance(model, GPT):
-        tensors = _gpt2_to_hf(ours, model.config.n_layers)
-    else:  # rename-only families: run the forward key map on HF's names and invert it
-        hf_state = hf_model.state_dict()
-        forward = {Llama: llama_key_map, T5: t5_key_map}.get(type(model))
-        mapped = forward(hf_state, *(() if forward is t5_key_map else (model.config.n_layers,))) if forward else \
-            bert_key_map(hf_state, "bert." if isinstance(model, BertForMaskedLM) else "")
-        where = lambda t: (t.data_ptr(), tuple(t.shape))  # noqa: E731  tied tensors share their storage
-        owners: dict[tuple, list[str]] = {}
-        for k, v in hf_state.items():
-            owners.setdefault(where(v), []).append(k)  # a tied tensor appears under several names
-        tensors = {k: ours[name] for name, v in mapped.items() for k in owners[where(v)]}
-    if isinstance(model, T5) and hf_model.lm_head.weight is hf_model.shared.weight \
-            and not torch.equal(ours["lm_head.weight"], ours["shared.weight"]):
-        raise ValueError("this transformers version always ties T5's lm_head to `shared`, so an untied "
-                         "(v1.1) head with its own values cannot be represented.")
-    missing, unexpected = hf_model.load_state_dict(tensors, strict=False)
-    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
-    if missing or unexpected:
-        raise KeyError(f"to_hf: missing {missing[:5]}, unexpected {unexpected[:5]}.")
-    return hf_model
+# --------------------------------------------------------------------------- the entries
+register(Family("gpt2", ("GPT2LMHeadModel",), (GPT,), gpt_config_from_hf, lambda cfg, *_: GPT(cfg),
+                tensors_from_hf=gpt2_key_map, tensors_to_hf=gpt2_key_map_to_hf, config_to_hf=gpt_config_to_hf))
+register(Family("llama", ("LlamaForCausalLM", "MistralForCausalLM"), (Llama,), llama_config_from_hf,
+                lambda cfg, *_: Llama(cfg), key_map=LLAMA_KEYS, config_to_hf=llama_config_to_hf,
+                owns=lambda model: model.config.moe is None))
+register(Family("mixtral", ("MixtralForCausalLM",), (Llama,), mixtral_config_from_hf, lambda cfg, *_: Llama(cfg),
+                tensors_from_hf=mixtral_key_map, tensors_to_hf=mixtral_key_map_to_hf,
+                config_to_hf=mixtral_config_to_hf, owns=lambda model: model.config.moe is not None))
+register(Family("bert", ("BertModel", "BertForMaskedLM"), (Bert, BertForMaskedLM), bert_config_from_hf,
+                _build_bert, key_map=BERT_KEYS, config_to_hf=bert_config_to_hf))
+register(Family("t5", ("T5ForConditionalGeneration",), (T5,), t5_config_from_hf, lambda cfg, *_: T5(cfg),
+                key_map=t5_keys, config_to_hf=t5_config_to_hf))
+register(Family("vit", ("ViTForImageClassification",), (VisionTransformer,), vit_config_from_hf,
+                lambda cfg, *_: VisionTransformer(cfg), key_map=VIT_KEYS, config_to_hf=vit_config_to_hf))

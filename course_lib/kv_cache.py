@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from course_lib.config import ConfigError, check_positive
+from course_lib.config import ConfigError, check_divisible, check_positive, check_positive_values
 
 
 # --------------------------------------------------------------------------- the cache
@@ -24,8 +24,8 @@ class KVCache:
     """
 
     def __init__(self, window: int | None = None):
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f"window={window!r}: expected a positive int (tokens kept) or None to keep all.")
+        if window is not None:  # None keeps every token
+            check_positive_values("KVCache (None keeps every token)", window=window)
         self.window = window
         self.k: torch.Tensor | None = None  # (B, H_kv, T_cached, D)
         self.v: torch.Tensor | None = None  # (B, H_kv, T_cached, D)
@@ -89,13 +89,16 @@ class ModelShape:
     head_dim: int | None = None  # None = d_model // n_heads
 
     def __post_init__(self):
-        check_positive(self, "n_layers", "d_model", "n_heads", "n_kv_heads", "max_context")
-        if self.n_heads % self.n_kv_heads:
-            raise ConfigError(f"{self.name}: n_heads={self.n_heads} is not divisible by "
-                              f"n_kv_heads={self.n_kv_heads}; check the config numbers.")
-        if self.head_dim is None and self.d_model % self.n_heads:
-            raise ConfigError(f"{self.name}: d_model={self.d_model} is not divisible by n_heads="
-                              f"{self.n_heads}; give head_dim explicitly.")
+        try:
+            check_positive(self, "n_layers", "d_model", "n_heads", "n_kv_heads", "max_context")
+            check_positive(self, "sliding_window", "head_dim", allow_none=True)
+            check_divisible(self, "n_heads", "n_kv_heads", why="each key/value head serves the same number "
+                            "of query heads; check the config numbers")
+            if self.head_dim is None:
+                check_divisible(self, "d_model", "n_heads", why="head_dim=None means d_model // n_heads; "
+                                "give head_dim explicitly if the model's heads are not d_model // n_heads wide")
+        except ConfigError as err:  # say which published model the numbers belong to
+            raise ConfigError(f"{self.name}: {err}") from None
 
     @property
     def D(self) -> int:

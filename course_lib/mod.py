@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.config import ConfigError
+from course_lib.config import ConfigError, check_choice, check_positive
 from course_lib.models.gpt import GPT, GPTConfig
 
 GATES = ("sigmoid", "raw", "none")
@@ -64,11 +64,9 @@ class MoDBlock(nn.Module):
     def __init__(self, block: nn.Module, d_model: int, capacity: float = 0.125, *, gate: str = "sigmoid",
                  predictor_hidden: int | None = None):
         super().__init__()
-        self.capacity = check_capacity(capacity)
-        if gate not in GATES:
-            raise ConfigError(f"gate={gate!r}: expected one of {GATES} ('sigmoid' squashes the router "
-                              "weight into (0, 1); 'raw' is the paper's r; 'none' gives the router no gradient).")
-        self.gate = gate
+        self.capacity, self.gate = check_capacity(capacity), gate
+        check_choice(self, "gate", GATES, hint="'sigmoid' squashes the router weight into (0, 1); 'raw' is the "
+                     "paper's r; 'none' gives the router no gradient")
         self.block = block
         self.router = nn.Linear(d_model, 1, bias=False)  # r_i = w·x_i, one score per token
         nn.init.normal_(self.router.weight, std=0.02)
@@ -135,9 +133,9 @@ class MoDGPT(GPT):
     def __init__(self, config: GPTConfig | None = None, *, capacity: float = 0.125, every: int = 2,
                  gate: str = "sigmoid", **overrides):
         super().__init__(config, **overrides)
-        if not isinstance(every, int) or every < 1:
-            raise ConfigError(f"every={every!r}: expected a positive integer (2 = every other block is MoD).")
-        self.capacity, self.every = check_capacity(capacity), every
+        self.every = every  # 2 = every other block is MoD
+        check_positive(self, "every")
+        self.capacity = check_capacity(capacity)
         for i in range(every - 1, len(self.blocks), every):
             self.blocks[i] = MoDBlock(self.blocks[i], self.config.d_model, capacity, gate=gate)
 

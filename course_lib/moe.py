@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.config import ConfigError, check_positive
-from course_lib.ffn import GatedFeedForward
+from course_lib.config import ConfigError, check_choice, check_positive, check_range
+from course_lib.ffn import GatedFeedForward, check_activation
 
 ORDERS = ("softmax_topk", "topk_softmax")
 
@@ -126,14 +126,12 @@ class MoEConfig:
         if self.top_k > self.n_experts:
             raise ConfigError(f"MoEConfig.top_k={self.top_k} is more than n_experts={self.n_experts}: a token "
                               f"cannot pick more experts than exist. Use top_k <= {self.n_experts}.")
-        if self.capacity_factor is not None and not (isinstance(self.capacity_factor, (int, float))
-                                                     and self.capacity_factor > 0):
-            raise ConfigError(f"MoEConfig.capacity_factor={self.capacity_factor!r}: expected a positive number "
-                              "(e.g. 1.25) or None for no limit.")
-        if not isinstance(self.n_shared_experts, int) or self.n_shared_experts < 0:
-            raise ConfigError(f"MoEConfig.n_shared_experts={self.n_shared_experts!r}: expected 0 or more.")
-        if self.order not in ORDERS:
-            raise ConfigError(f"MoEConfig.order={self.order!r}: expected one of {ORDERS}.")
+        if self.capacity_factor is not None:  # None: no limit
+            check_range(self, "capacity_factor", 0, math.inf, low_inclusive=False,
+                        hint="e.g. 1.25, or None for no limit")
+        check_range(self, "n_shared_experts", 0, math.inf, integer=True, hint="0 = none; DeepSeek-MoE uses 1 or 2")
+        check_choice(self, "order", ORDERS, hint="'softmax_topk' = Mixtral")
+        check_activation(self, hint="Mixtral: 'silu'")
         if self.order == "topk_softmax" and not self.normalize:
             raise ConfigError("MoEConfig: order='topk_softmax' is always normalised; set normalize=True "
                               "or use order='softmax_topk'.")
@@ -248,6 +246,7 @@ class LlamaMoE:
 
     def __post_init__(self):  # the full validation happens in MoEConfig when a layer is built
         check_positive(self, "n_experts", "top_k")
+        check_positive(self, "d_ff", allow_none=True)
 
     def build(self, cfg, layer_idx: int) -> SparseMoE:
         return SparseMoE(cfg.d_model, self.d_ff or cfg.d_ff, self.n_experts, self.top_k,
@@ -291,6 +290,19 @@ def mixtral_block_state_dict(hf_state: dict, prefix: str = "") -> dict:
             e, w, rest = key[len(prefix + "experts."):].split(".", 2)
             out[f"experts.{e}.{names.get(w, w)}.{rest}"] = value
     return out
+
+
+def mixtral_block_to_hf(state: dict) -> dict:
+    """The inverse of mixtral_block_state_dict: SparseMoE's state dict -> the fused transformers ≥ 5
+    layout (``gate.weight``, ``experts.gate_up_proj`` (E, 2F, C), ``experts.down_proj`` (E, C, F))."""
+    extra = [k for k in state if k != "gate.weight" and not k.startswith("experts.")]
+    if extra:
+        raise ValueError(f"{extra[:3]}: Mixtral's block has a router and experts only (no shared experts).")
+    E = sum(k.endswith(".gate_proj.weight") for k in state)
+    w = lambda e, name: state[f"experts.{e}.{name}.weight"]  # noqa: E731
+    gate_up = torch.stack([torch.cat([w(e, "gate_proj"), w(e, "up_proj")]) for e in range(E)])  # (E, 2F, C)
+    down = torch.stack([w(e, "down_proj") for e in range(E)])  # (E, C, F)
+    return {"gate.weight": state["gate.weight"], "experts.gate_up_proj": gate_up, "experts.down_proj": down}
 
 
 def from_hf_mixtral_block(hf_block: nn.Module) -> SparseMoE:

@@ -5,13 +5,19 @@ except GroupNorm, which follows ``nn.GroupNorm``'s (B, C, *) layout.
 Half-precision inputs (float16 / bfloat16) are normalised in float32 and cast back, as
 PyTorch's kernels and Hugging Face's LlamaRMSNorm do: the mean of squares of a few thousand
 half-precision numbers loses too many digits otherwise.
+
+LayerNorm and RMSNorm have two paths (``course_lib.kernels``): ``forward`` calls PyTorch's
+fused ``F.layer_norm`` / ``F.rms_norm``; ``from_scratch`` is the formula written out, which
+the lessons read. Inside ``with from_scratch():`` forward takes the second.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from course_lib.config import ConfigError
+from course_lib.kernels import fused
 
 
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -41,6 +47,14 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_width(x, self.d, "LayerNorm")
+        if not fused():
+            return self.from_scratch(x)
+        h = x.to(_compute_dtype(x))
+        weight = self.weight.to(h.dtype)
+        bias = None if self.bias is None else self.bias.to(h.dtype)
+        return F.layer_norm(h, (self.d,), weight, bias, self.eps).to(x.dtype)
+
+    def from_scratch(self, x: torch.Tensor) -> torch.Tensor:
         h = x.to(_compute_dtype(x))
         mean = h.mean(-1, keepdim=True)  # (B, T, 1) one mean per token
         var = (h - mean).pow(2).mean(-1, keepdim=True)  # (B, T, 1) biased: / C
@@ -86,6 +100,14 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_width(x, self.d, "RMSNorm")
+        if not fused():
+            return self.from_scratch(x)
+        if x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64):
+            return F.rms_norm(x, (self.d,), self.weight, self.eps)  # one kernel, weight included
+        h = F.rms_norm(x.to(_compute_dtype(x)), (self.d,), None, self.eps)  # (B, T, C) in float32
+        return self.weight * h.to(x.dtype)
+
+    def from_scratch(self, x: torch.Tensor) -> torch.Tensor:
         h = x.to(_compute_dtype(x))
         mean_sq = h.pow(2).mean(-1, keepdim=True)  # (B, T, 1) one mean square per token
         h = h * torch.rsqrt(mean_sq + self.eps)  # (B, T, C) root mean square 1 per token

@@ -20,7 +20,8 @@ import torch.nn as nn
 
 from course_lib.attention import MultiHeadAttention, attention_weights, position_mask
 from course_lib.blocks import Block
-from course_lib.ffn import ACTIVATIONS, FeedForward, get_activation
+from course_lib.config import check_divisible, check_positive
+from course_lib.ffn import FeedForward, get_activation
 from course_lib.norms import make_norm
 
 
@@ -30,10 +31,9 @@ class FusedParallelBlock(nn.Module):
     def __init__(self, d_model: int, n_heads: int, d_ff: int, *, activation: str = "gelu_tanh",
                  bias: bool = True, eps: float = 1e-5):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} is not divisible by n_heads={n_heads}; choose d_model as a "
-                             f"multiple of n_heads (e.g. {n_heads * max(1, round(d_model / n_heads))}).")
         self.d_model, self.n_heads, self.d_ff = d_model, n_heads, d_ff
+        check_positive(self, "d_model", "n_heads", "d_ff")
+        check_divisible(self, "d_model", "n_heads", why="each head gets d_model // n_heads channels")
         self.head_dim = d_model // n_heads
         self.act = get_activation(activation)
         self.norm = make_norm("layernorm", d_model, eps, bias=bias)
@@ -67,7 +67,7 @@ class FusedParallelBlock(nn.Module):
         if not isinstance(ffn, FeedForward):
             raise ValueError(f"from_block needs a plain FeedForward, got {type(ffn).__name__}.")
         bias = attn.q_proj.bias is not None
-        act_name = next(n for n, f in ACTIVATIONS.items() if f is ffn.act)
+        act_name = ffn.config.activation
         fused = cls(attn.config.d_model, attn.n_heads, ffn.config.d_ff, activation=act_name, bias=bias,
                     eps=getattr(block.attn_norm, "eps", 1e-5)).to(attn.q_proj.weight.device, attn.q_proj.weight.dtype)
         with torch.no_grad():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from course_lib.config import ConfigError, is_exporting, check_positive
+from course_lib.config import check_choice, check_positive, check_positive_values, check_range, is_tracing
 
 LAYOUTS = ("adjacent", "half")
 
@@ -50,7 +50,7 @@ class LearnedPositionalEmbedding(nn.Embedding):
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
         _check_positions(positions)
-        if is_exporting():  # torch.export traces shapes, not values (ONNX export)
+        if is_tracing():  # torch.export and torch.compile trace shapes, not values
             return super().forward(positions)
         if positions.numel() and int(positions.max()) >= self.num_embeddings:
             raise ValueError(f"position {int(positions.max())} is beyond the {self.num_embeddings} learned "
@@ -72,7 +72,7 @@ def _check_positions(positions) -> None:
     if not isinstance(positions, torch.Tensor) or positions.is_floating_point() or positions.dtype == torch.bool:
         raise TypeError(f"positions must be an integer tensor such as torch.arange(T), got "
                         f"{getattr(positions, 'dtype', type(positions).__name__)}.")
-    if positions.numel() and not is_exporting() and int(positions.min()) < 0:
+    if positions.numel() and not is_tracing() and int(positions.min()) < 0:
         raise ValueError(f"positions must be >= 0, got {int(positions.min())}.")
 
 
@@ -90,11 +90,8 @@ class RopeScaling:
     factor: float = 1.0
 
     def __post_init__(self):
-        if self.kind not in ("linear", "ntk"):
-            raise ConfigError(f"RopeScaling.kind={self.kind!r}: expected 'linear' or 'ntk'.")
-        if not isinstance(self.factor, (int, float)) or self.factor < 1:
-            raise ConfigError(f"RopeScaling.factor={self.factor!r}: expected a number >= 1 "
-                              "(new context length / trained context length, e.g. factor=4.0).")
+        check_choice(self, "kind", ("linear", "ntk"), hint="'linear' = position interpolation, 'ntk' = a larger base")
+        check_range(self, "factor", 1, math.inf, hint="new context length / trained context length, e.g. factor=4.0")
 
 
 def rope_inv_freq(head_dim: int, theta: float = 10000.0, scaling: RopeScaling | dict | None = None,
@@ -193,8 +190,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     """(H,) head slopes of Press et al. 2022, §3: for H a power of two, the geometric sequence
     starting at 2^(-8/H) with that same ratio. Otherwise take the 2^k < H closest slopes,
     then every other slope of the 2^(k+1)-head sequence until there are H."""
-    if not isinstance(n_heads, int) or n_heads < 1:
-        raise ValueError(f"alibi_slopes needs a positive integer number of heads, got {n_heads!r}.")
+    check_positive_values("alibi_slopes", n_heads=n_heads)
 
     def power_of_two(n: int) -> list[float]:
         start = 2.0 ** (-8.0 / n)
@@ -252,14 +248,11 @@ class RelativeBiasConfig:
 
     def __post_init__(self):
         check_positive(self, "n_heads", "num_buckets", "max_distance")
-        min_buckets = 4 if self.bidirectional else 2
-        if self.num_buckets < min_buckets:
-            raise ConfigError(f"RelativeBiasConfig.num_buckets={self.num_buckets}: expected at least "
-                              f"{min_buckets} (half exact, half logarithmic{', per direction' * self.bidirectional}).")
+        check_range(self, "num_buckets", 4 if self.bidirectional else 2, math.inf, integer=True,
+                    hint=f"half exact, half logarithmic{', per direction' * self.bidirectional}; T5: 32")
         exact = self.num_buckets // (4 if self.bidirectional else 2)
-        if self.max_distance <= exact:
-            raise ConfigError(f"RelativeBiasConfig.max_distance={self.max_distance}: expected more than the "
-                              f"{exact} exactly-bucketed distances (e.g. max_distance={4 * exact}).")
+        check_range(self, "max_distance", exact, math.inf, low_inclusive=False, integer=True,
+                    hint=f"more than the {exact} exactly-bucketed distances, e.g. max_distance={4 * exact}")
 
 
 class T5RelativeBias(nn.Module):

@@ -18,9 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ConfigError, check_positive
+from .config import check_choice, check_positive, check_positive_values, check_range
 
 DISCRETISATIONS = ("euler", "zoh")
+SCANS = ("sequential", "parallel")
 
 
 # --------------------------------------------------------------------------- discretisation
@@ -92,7 +93,7 @@ def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     elif mode == "parallel":
         h = scan_parallel(A_bar, bx)  # (B, T, E, N)
     else:
-        raise ValueError(f"selective_scan(mode={mode!r}): expected 'sequential' or 'parallel'.")
+        raise ValueError(f"selective_scan(mode={mode!r}): expected one of {SCANS}.")
     y = (h * C.unsqueeze(2)).sum(-1)  # (B, T, E)
     return y if D is None else y + D * x
 
@@ -118,14 +119,10 @@ class MambaConfig:
         if self.dt_rank is None:
             self.dt_rank = math.ceil(self.d_model / 16)
         check_positive(self, "d_model", "d_state", "d_conv", "expand", "dt_rank")
-        if self.scan not in ("sequential", "parallel"):
-            raise ConfigError(f"MambaConfig.scan={self.scan!r}: expected 'sequential' or 'parallel'.")
-        if self.discretisation not in DISCRETISATIONS:
-            raise ConfigError(f"MambaConfig.discretisation={self.discretisation!r}: expected one of "
-                              f"{DISCRETISATIONS} ('euler' = Mamba's code, B̄ = ΔB).")
-        if not 0 < self.dt_min <= self.dt_max:
-            raise ConfigError(f"MambaConfig.dt_min={self.dt_min}, dt_max={self.dt_max}: expected "
-                              f"0 < dt_min <= dt_max (paper: 0.001 and 0.1).")
+        check_choice(self, "scan", SCANS, hint="the same states, one step at a time or in ⌈log2 T⌉ steps")
+        check_choice(self, "discretisation", DISCRETISATIONS, hint="'euler' = Mamba's code, B̄ = ΔB")
+        check_range(self, "dt_min", 0, math.inf, low_inclusive=False, hint="paper: dt_min=0.001, dt_max=0.1")
+        check_range(self, "dt_max", self.dt_min, math.inf, hint="dt_max >= dt_min; paper: dt_min=0.001, dt_max=0.1")
 
     @property
     def d_inner(self) -> int:
@@ -189,8 +186,7 @@ class MambaLM(nn.Module):
 
     def __init__(self, vocab_size: int, config: MambaConfig, n_layers: int = 2):
         super().__init__()
-        if vocab_size < 1 or n_layers < 1:
-            raise ConfigError(f"MambaLM(vocab_size={vocab_size}, n_layers={n_layers}): expected both >= 1.")
+        check_positive_values("MambaLM", vocab_size=vocab_size, n_layers=n_layers)
         self.embed = nn.Embedding(vocab_size, config.d_model)
         self.norms = nn.ModuleList(nn.RMSNorm(config.d_model) for _ in range(n_layers))
         self.blocks = nn.ModuleList(MambaBlock(config) for _ in range(n_layers))

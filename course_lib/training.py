@@ -7,13 +7,20 @@
                 CUDA), global-norm gradient clipping
     bookkeeping periodic evaluation, tqdm, checkpoints that resume *bit-exactly*
                 (model, optimiser, scaler, step, RNG states, data sampler)
+    extension   a `loss_fn` hook (e.g. LM loss + an MoE balancing loss) and an `on_step` hook
+                called after every optimiser step (e.g. to record expert routing)
+    fast mode   ``TrainConfig(fast=True)``: bf16 autocast where the hardware computes in bf16,
+                torch.compile where a C++ compiler exists (`fast_mode` says which, and why)
 
 A model is any nn.Module mapping token ids (B, T) to logits (B, T, V), or an object with `.logits`.
 """
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -118,6 +125,7 @@ class TrainConfig:
     seed: int = 1337
     device: str | None = None  # None: course_lib.get_device()
     progress: bool = True
+    fast: bool = False  # bf16 autocast and/or torch.compile where this machine supports them (fast_mode)
 
     def __post_init__(self):
         check_positive(self, "max_steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_iters")
@@ -129,36 +137,151 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.amp={self.amp!r}: expected 'none', 'bf16' or 'fp16'.")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"TrainConfig.grad_clip={self.grad_clip}: expected a positive number or None.")
+        if self.fast and self.amp != "none":
+            raise ConfigError(f"TrainConfig(fast=True, amp={self.amp!r}): fast mode chooses the precision "
+                              "itself (see course_lib.training.fast_mode); pass one of them, not both.")
 
 
 def lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of `model` on inputs x (B, T) and targets y (B, T)."""
     out = model(x)
     logits = getattr(out, "logits", out)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())  # (B*T, V) vs (B*T,)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16/fp16 -> fp32; fp64 stays
+    return F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*T, V) vs (B*T,)
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.amp == "none":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+def _autocast(dtype: torch.dtype | None, device: torch.device):
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- fast mode
+def cpu_computes_bf16() -> bool:
+    """True on CPUs with bf16 arithmetic in hardware (AVX512-BF16 or AMX, read from Linux's
+    /proc/cpuinfo). Elsewhere bf16 autocast is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call, or None."""
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@dataclass(frozen=True)
+class FastMode:
+    """What ``TrainConfig(fast=True)`` does on a device: bf16 autocast, torch.compile, both or neither."""
+    bf16: bool
+    compile: bool
+    why: str
+
+    @property
+    def kind(self) -> str:
+        return "+".join(k for k, on in (("bf16", self.bf16), ("compile", self.compile)) if on) or "none"
+
+    def describe(self) -> str:
+        return f"{self.kind} ({self.why})"
+
+
+def fast_mode(device: torch.device | str) -> FastMode:
+    """Which speed-ups ``fast=True`` uses on `device`. bf16 autocast halves the bytes each matmul
+    reads, which pays only where the hardware multiplies in bf16 (CUDA GPUs from Ampere on; CPUs
+    with AVX512-BF16 or AMX). torch.compile fuses the element-wise work between the matmuls into
+    generated kernels; on the CPU it needs a C++ compiler, on CUDA the Triton package."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        compiles = _has_module("triton")
+        why = (f"{'bf16 matmuls on this GPU' if bf16 else 'this GPU has no fast bf16'}; "
+               f"{'Triton found for torch.compile' if compiles else 'no Triton, so no torch.compile'}")
+    elif device.type == "cpu":
+        bf16, compiler = cpu_computes_bf16(), cxx_compiler()
+        compiles = compiler is not None
+        why = (f"{'the CPU has AVX512-BF16/AMX' if bf16 else 'the CPU has no bf16 arithmetic'}; "
+               f"{'C++ compiler ' + compiler + ' for torch.compile' if compiles else 'no C++ compiler for torch.compile'}")
+    else:
+        bf16 = compiles = False
+        why = f"no fast mode is known for {device.type}"
+    return FastMode(bf16=bf16, compile=compiles, why=why)
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
+FAST_FALLBACK = ("TrainConfig(fast=True): {why}, so neither speed-up applies here and training runs at "
+                 "the default speed. On the CPU, installing a C++ compiler (e.g. `apt install g++`) "
+                 "enables torch.compile.")
+
+
+# a loss_fn returns the loss to minimise, or (that loss, {name: float} of its parts to log)
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], "torch.Tensor | tuple[torch.Tensor, dict]"]
+
+
+def _split_loss(out) -> tuple[torch.Tensor, dict[str, float]]:
+    """A loss_fn's answer -> (scalar loss tensor, {name: float})."""
+    loss, parts = out if isinstance(out, tuple) and len(out) == 2 else (out, {})
+    if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and isinstance(parts, dict)):
+        got = (f"a tensor of shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else
+               f"({', '.join(type(v).__name__ for v in out)})" if isinstance(out, tuple) else type(out).__name__)
+        raise TypeError(f"the Trainer's loss_fn(model, x, y) returned {got}; expected a scalar tensor, or "
+                        "(scalar tensor, dict of floats to log), e.g. return lm + aux, {'aux': aux.item()}.")
+    return loss, {name: float(v.detach() if isinstance(v, torch.Tensor) else v) for name, v in parts.items()}
 
 
 # --------------------------------------------------------------------------- trainer
 @dataclass
 class History:
     steps: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)  # what loss_fn minimised, per step
     lr: list[float] = field(default_factory=list)
-    grad_norm: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)  # before clipping
     eval_steps: list[int] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)  # always the plain LM loss
     tokens: int = 0
+    parts: dict[str, list[float]] = field(default_factory=dict)  # loss_fn's logged parts, per step
+
+
+@dataclass
+class StepInfo:
+    """What `on_step` receives after each optimiser step (all plain floats)."""
+    step: int  # 0-based index of the step just taken (trainer.step is already step + 1)
+    loss: float  # the minimised loss, averaged over the micro-batches
+    parts: dict[str, float]  # loss_fn's logged parts, averaged over the micro-batches
+    lr: float
+    grad_norm: float  # before clipping
 
 
 class Trainer:
-    """`Trainer(model, train_data, val_data, cfg).train()`; `save(path)` / `load(path)` resume exactly."""
+    """`Trainer(model, train_data, val_data, cfg).train()`; `save(path)` / `load(path)` resume exactly.
 
-    def __init__(self, model: nn.Module, train_data, val_data, cfg: TrainConfig):
+    Two hooks change what is trained and what is watched, without copying the loop:
+
+    * ``loss_fn(model, x, y)``, default `lm_loss`: the loss each micro-batch minimises. It returns a
+      scalar tensor, or ``(tensor, {name: float})`` whose named parts are averaged over the
+      micro-batches and logged in ``history.parts[name]`` (one value per step), e.g.
+      ``lm + 0.01 * aux, {"lm": lm.item(), "aux": aux.item()}`` for a mixture of experts.
+      ``history.train_loss`` holds the minimised total. `evaluate()` always reports the plain LM
+      loss (`lm_loss`), never a loss_fn's extra terms, so validation losses of runs with
+      different loss_fns compare directly.
+    * ``on_step(trainer, info: StepInfo)``: called after *every* optimiser step, before that
+      step's evaluation (so state the last training forward pass left on the model, such as
+      `SparseMoE.last`, is still there).
+
+    They differ from ``train(callback=...)``, which is called only after each *evaluation*
+    (every ``eval_interval`` steps and at the end), e.g. to redraw a live loss plot.
+    The hooks are code, not state: `save` does not store them; pass them again before `load`.
+    """
+
+    def __init__(self, model: nn.Module, train_data, val_data, cfg: TrainConfig, *,
+                 loss_fn: LossFn = lm_loss, on_step: Callable[["Trainer", StepInfo], None] | None = None):
         self.cfg = cfg
         self.device = torch.device(cfg.device) if cfg.device else get_device()
         if cfg.amp == "fp16" and self.device.type != "cuda":
@@ -167,6 +290,13 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.grad_checkpointing:
             enable_gradient_checkpointing(model)
+        self.fast = fast_mode(self.device) if cfg.fast else None
+        if self.fast is not None and self.fast.kind == "none":
+            warnings.warn(FAST_FALLBACK.format(why=self.fast.why), stacklevel=2)
+        self.amp_dtype = ({"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+                          or (torch.bfloat16 if self.fast is not None and self.fast.bf16 else None))
+        # what forward passes call: the model, or its torch.compile'd twin (same parameters)
+        self.forward_model = torch.compile(model) if self.fast is not None and self.fast.compile else model
         self.train_data, self.val_data = train_data, val_data
         # one multi-tensor kernel per update instead of a Python loop over parameters: fused on
         # CUDA, foreach elsewhere (PyTorch only picks foreach by itself for CUDA tensors)
@@ -176,6 +306,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
         self.data_gen = torch.Generator().manual_seed(cfg.seed)  # the batch sampler's own RNG
         self.eval_gen_seed = cfg.seed + 1
+        self.loss_fn, self.on_step = loss_fn, on_step
         self.step = 0
         self.history = History()
 
@@ -185,14 +316,15 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss on `eval_iters` fixed validation batches (the same ones every time)."""
+        """Mean LM loss (`lm_loss`, whatever the loss_fn) on `eval_iters` fixed validation batches of
+        `batch_size` (the same ones every time: drawn with seed cfg.seed + 1)."""
         self.model.eval()
         gen = torch.Generator().manual_seed(self.eval_gen_seed)
         losses = []
         for _ in range(self.cfg.eval_iters):
             x, y = self.batch("val", gen)
-            with _autocast(self.cfg, self.device):
-                losses.append(lm_loss(self.model, x, y).item())
+            with _autocast(self.amp_dtype, self.device):
+                losses.append(self._call(lm_loss, x, y).item())
         self.model.train()
         return float(np.mean(losses))
 
@@ -202,13 +334,16 @@ class Trainer:
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.model.train()
-        total = 0.0
+        total, parts = 0.0, {}
         for _ in range(cfg.grad_accum):
             x, y = self.batch()
-            with _autocast(cfg, self.device):
-                loss = lm_loss(self.model, x, y) / cfg.grad_accum  # average over micro-batches
+            with _autocast(self.amp_dtype, self.device):
+                loss, logged = _split_loss(self._call(self.loss_fn, x, y))
+                loss = loss / cfg.grad_accum  # average over micro-batches: one batch of grad_accum·B
             self.scaler.scale(loss).backward()
             total += loss.item()
+            for name, value in logged.items():
+                parts[name] = parts.get(name, 0.0) + value / cfg.grad_accum
         self.scaler.unscale_(self.opt)
         # the same global-norm clipping as clip_grad_norm above (a test holds them equal), done by
         # PyTorch's multi-tensor version, which is faster for many small parameters
@@ -223,11 +358,31 @@ class Trainer:
         h.lr.append(lr)
         h.grad_norm.append(float(norm))
         h.tokens += cfg.batch_size * cfg.block_size * cfg.grad_accum
+        for name, value in parts.items():
+            h.parts.setdefault(name, []).append(value)
         self.step += 1
+        if self.on_step is not None:
+            self.on_step(self, StepInfo(self.step - 1, total, parts, lr, float(norm)))
         return total
 
+    def _call(self, loss_fn, x, y):
+        """loss_fn on the compiled model when fast mode compiles; should compiling fail (a missing
+        header, an unsupported platform), say so once and go on with the plain model."""
+        if self.forward_model is self.model:
+            return loss_fn(self.model, x, y)
+        try:
+            return loss_fn(self.forward_model, x, y)
+        except Exception as err:  # noqa: BLE001 - any compiler failure; the eager retry re-raises real bugs
+            out = loss_fn(self.model, x, y)
+            warnings.warn(f"TrainConfig(fast=True): torch.compile failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); training goes on without it.",
+                          stacklevel=3)
+            self.forward_model = self.model
+            return out
+
     def train(self, steps: int | None = None, callback: Callable[["Trainer"], None] | None = None) -> History:
-        """Run until `max_steps` (or `steps` more); evaluate every `eval_interval` and at the end."""
+        """Run until `max_steps` (or `steps` more); evaluate every `eval_interval` and at the end, and
+        call `callback(trainer)` after each evaluation (per-step work belongs in `on_step`)."""
         end = self.cfg.max_steps if steps is None else min(self.cfg.max_steps, self.step + steps)
         bar = _progress(self.cfg.progress, self.step, end)
         while self.step < end:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from .attention import recording
 from .blocks import transformer_block
-from .config import ConfigError, check_positive
+from .config import check_divisible, check_positive, check_range
 
 
 @dataclass
@@ -33,13 +34,10 @@ class ViTConfig:
             self.d_ff = 4 * self.d_model
         check_positive(self, "image_size", "patch_size", "channels", "n_classes", "d_model", "n_layers",
                        "n_heads", "d_ff")
-        if self.image_size % self.patch_size:
-            raise ConfigError(f"ViTConfig.patch_size={self.patch_size}: expected a divisor of "
-                              f"image_size={self.image_size} so the patches tile the image.")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"ViTConfig.d_model={self.d_model}: expected a multiple of n_heads={self.n_heads}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"ViTConfig.dropout={self.dropout}: expected 0 <= dropout < 1.")
+        check_divisible(self, "image_size", "patch_size",
+                        why="patch_size must be a divisor of image_size so the patches tile the image")
+        check_divisible(self, "d_model", "n_heads", why="each head gets d_model // n_heads channels")
+        check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
 
     @property
     def n_patches(self) -> int:
@@ -101,11 +99,8 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def attention_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Each layer's attention weights (B, H, T+1, T+1); token 0 is the class token."""
-        x, maps = self.embed(images), []  # (B, T+1, C)
-        for block in self.blocks:
-            _, w = block.attn(block.attn_norm(x), return_weights=True)  # w (B, H, T+1, T+1)
-            maps.append(w)
-            x = block(x)  # (B, T+1, C)
+        with recording(block.attn for block in self.blocks) as maps:
+            self(images)
         return maps
 
 
@@ -124,20 +119,9 @@ def load_digits_tensors(test_fraction: float = 0.2, seed: int = 0):
     return images[train], labels[train], images[test], labels[test]
 
 
-def state_dict_from_hf(hf_state: dict, n_layers: int) -> dict:
-    """Rename a Hugging Face ``ViTForImageClassification`` state dict to ours (a key map: the
-    layouts are the same)."""
-    out = {"cls_token": hf_state["vit.embeddings.cls_token"],
-           "pos_embed": hf_state["vit.embeddings.position_embeddings"],
-           "norm.weight": hf_state["vit.layernorm.weight"], "norm.bias": hf_state["vit.layernorm.bias"],
-           "head.weight": hf_state["classifier.weight"], "head.bias": hf_state["classifier.bias"]}
-    names = {"patch_embed.projection": "vit.embeddings.patch_embeddings.projection"}
-    for i in range(n_layers):
-        hf, ours = f"vit.layers.{i}.", f"blocks.{i}."  # transformers 5.x names
-        names.update({ours + "attn_norm": hf + "layernorm_before", ours + "ffn_norm": hf + "layernorm_after",
-                      ours + "ffn.up_proj": hf + "mlp.fc1", ours + "ffn.down_proj": hf + "mlp.fc2"})
-        names.update({f"{ours}attn.{p}": f"{hf}attention.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")})
-    for ours, hf in names.items():
-        for p in ("weight", "bias"):
-            out[f"{ours}.{p}"] = hf_state[f"{hf}.{p}"]
-    return out
+def state_dict_from_hf(hf_state: dict, n_layers: int | None = None) -> dict:
+    """Rename a Hugging Face ``ViTForImageClassification`` state dict to ours: the layouts are the
+    same, so it is a key map (``course_lib.interop.VIT_KEYS``; layers are read from the keys, so
+    ``n_layers`` is not needed)."""
+    from course_lib.interop import VIT_KEYS, rename
+    return rename(hf_state, VIT_KEYS)

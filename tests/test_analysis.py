@@ -26,7 +26,8 @@ def test_record_matches_bert_output_attentions_and_leaves_outputs_alone():
     model = tiny_bert()
     ids = torch.randint(1, 40, (2, 7), generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
-    plain = model(ids, mask)
+    with torch.no_grad():
+        plain = model(ids, mask)
     with torch.no_grad(), record_attention(model) as maps:
         hooked = model(ids, mask, output_attentions=True)  # the caller asks for weights too
     ref = model(ids, mask, output_attentions=True).attentions
@@ -34,7 +35,7 @@ def test_record_matches_bert_output_attentions_and_leaves_outputs_alone():
     print(f"recorded vs output_attentions: max abs error {err:.2e}")
     assert len(maps) == 2 and err == 0.0
     assert torch.equal(hooked.last_hidden_state, plain.last_hidden_state)
-    assert all(len(m._forward_hooks) == 0 and len(m._forward_pre_hooks) == 0 for m in attention_modules(model))
+    assert all(m.recorders == [] and len(m._forward_hooks) == 0 for m in attention_modules(model))  # let go
 
 
 def test_record_on_gpt_is_causal_and_normalised():
@@ -210,7 +211,8 @@ def test_record_cross_attention_of_a_tiny_t5():
     x = torch.randint(1, 12, (2, 6), generator=torch.Generator().manual_seed(1))
     dec = torch.randint(1, 12, (2, 5), generator=torch.Generator().manual_seed(2))
     enc_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
-    plain = model(input_ids=x, attention_mask=enc_mask, decoder_input_ids=dec).logits
+    with torch.no_grad():  # (PyTorch's attention kernel may differ in the last bit with autograd on)
+        plain = model(input_ids=x, attention_mask=enc_mask, decoder_input_ids=dec).logits
     with torch.no_grad(), record_attention(model, "cross") as cross:
         hooked = model(input_ids=x, attention_mask=enc_mask, decoder_input_ids=dec).logits
     assert torch.equal(plain, hooked)
@@ -232,4 +234,5 @@ def test_record_respects_a_positional_return_weights():
     with torch.no_grad(), record_attention(model) as maps:
         y, w = attn(x, None, True, True)  # asked positionally: still gets (y, weights)
         y2 = attn(x, None, True)
-    assert torch.equal(w, maps[0]) and torch.equal(y, y2) and len(maps) == 2
+    # asking for the weights takes the from-scratch path, so y equals the fused y2 to rounding
+    assert torch.equal(w, maps[0]) and torch.allclose(y, y2, atol=1e-6) and len(maps) == 2

@@ -2,6 +2,7 @@
 rejects the stub and each misconception it names, with that diagnosis in its message.
 The misconceptions here are written as a learner would write them, independently of the
 grader's own re-creations."""
+import dataclasses
 import math
 
 import pytest
@@ -9,16 +10,12 @@ import torch
 import torch.nn as nn
 
 from course_lib import attention as ref
-from course_lib.checks import (REGISTRY, check_causal_mask, check_multi_head_attention,
+from course_lib.checks import (check_causal_mask, check_multi_head_attention,
                                check_scaled_dot_product_attention, check_softmax, hint, solution)
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
 
 
 # ------------------------------------------------------------------ softmax
@@ -41,7 +38,7 @@ def test_softmax_stub_is_not_attempted():
     def softmax(x, dim=-1):
         raise NotImplementedError()
     r = check_softmax(softmax)
-    assert r.status == "not_attempted" and not r.passed and "not attempted" in r.message
+    assert_not_attempted(r)
 
 
 def naive(x, dim=-1):
@@ -75,8 +72,8 @@ def test_softmax_diagnoses_each_misconception(impl, key):
 
 
 def test_softmax_names_misconceptions_that_are_all_tested():
-    assert set(REGISTRY["check_softmax"].misconceptions) == {
-        "overflow", "ignores_dim", "all_elements", "not_normalised", "mutates_input"}
+    assert_all_tested("check_softmax", {
+        "overflow", "ignores_dim", "all_elements", "not_normalised", "mutates_input"})
 
 
 # ------------------------------------------------------------------ generic failure modes
@@ -182,7 +179,7 @@ def test_sdpa_diagnoses_each_misconception(key):
 
 
 def test_sdpa_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_scaled_dot_product_attention"].misconceptions) == set(SDPA_BAD) | {"mutates_input"}
+    assert_all_tested("check_scaled_dot_product_attention", set(SDPA_BAD) | {"mutates_input"})
 
 
 def test_sdpa_in_place_mask_fill_is_caught():
@@ -195,7 +192,7 @@ def test_sdpa_in_place_mask_fill_is_caught():
 def test_sdpa_stub():
     def impl(q, k, v, mask=None):
         raise NotImplementedError
-    assert check_scaled_dot_product_attention(impl).status == "not_attempted"
+    assert_not_attempted(check_scaled_dot_product_attention(impl))
 
 
 # ------------------------------------------------------------------ causal mask
@@ -216,7 +213,7 @@ def test_causal_mask_diagnoses_each_misconception(impl, key):
 
 
 def test_causal_mask_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_causal_mask"].misconceptions) == {"inverted", "no_diagonal", "additive_float", "float_ones"}
+    assert_all_tested("check_causal_mask", {"inverted", "no_diagonal", "additive_float", "float_ones"})
 
 
 # ------------------------------------------------------------------ multi-head attention
@@ -271,8 +268,8 @@ def test_mha_diagnoses_each_misconception(flags, key):
 
 
 def test_mha_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_multi_head_attention"].misconceptions) == {
-        "split_heads_wrong", "merge_heads_wrong", "scale_by_d_model", "no_scale"}
+    assert_all_tested("check_multi_head_attention", {
+        "split_heads_wrong", "merge_heads_wrong", "scale_by_d_model", "no_scale"})
 
 
 def test_mha_structure_errors_are_explained():
@@ -291,4 +288,22 @@ def test_mha_structure_errors_are_explained():
             super().__init__()
             raise NotImplementedError()
 
-    assert check_multi_head_attention(Stub).status == "not_attempted"
+    assert_not_attempted(check_multi_head_attention(Stub))
+
+
+# ------------------------------------------------------------------ the shared assertions (tests/helpers.py) can fail
+def test_the_shared_assertions_can_fail():
+    good, overflow = check_softmax(ref.softmax), check_softmax(naive)
+    assert_diagnosed(overflow, "overflow")
+    for wrong in (good, dataclasses.replace(overflow, points=1), dataclasses.replace(overflow, message="wrong.")):
+        with pytest.raises(AssertionError):
+            assert_diagnosed(wrong, "overflow")
+    with pytest.raises(AssertionError):
+        assert_diagnosed(overflow, "ignores_dim")
+    with pytest.raises(AssertionError):
+        assert_not_attempted(overflow)
+    named = {"overflow", "ignores_dim", "all_elements", "not_normalised", "mutates_input"}
+    with pytest.raises(AssertionError, match=r"named but not tested \['overflow'\]"):
+        assert_all_tested("check_softmax", named - {"overflow"})
+    with pytest.raises(AssertionError, match=r"tested but not named \['typo'\]"):
+        assert_all_tested("check_softmax", named | {"typo"})

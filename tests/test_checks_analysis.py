@@ -4,15 +4,11 @@ import pytest
 import torch
 
 from course_lib.analysis import previous_token_score
-from course_lib.checks import REGISTRY, check_previous_token_score
+from course_lib.checks import check_previous_token_score
+
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def diagnosed(r, key):
-    assert not r.passed and r.points == 0 and r.misconception == key, (r.misconception, r.message)
-    assert REGISTRY[r.name].misconceptions[key] in r.message
-    return True
 
 
 # ------------------------------------------------------------------ correct, written differently
@@ -46,7 +42,7 @@ def test_stub_is_not_attempted():
     def previous_token_score(attn):
         raise NotImplementedError()
     r = check_previous_token_score(previous_token_score)
-    assert r.status == "not_attempted" and r.points == 0
+    assert_not_attempted(r)
 
 
 # ------------------------------------------------------------------ mistakes, as a learner writes them
@@ -100,8 +96,8 @@ MISTAKES = [(self_attention_diagonal, "diagonal"), (next_token, "swapped_axes"),
 
 @pytest.mark.parametrize("impl,key", MISTAKES)
 def test_diagnoses(impl, key):
-    assert diagnosed(check_previous_token_score(impl), key)
+    assert_diagnosed(check_previous_token_score(impl), key)
 
 
 def test_every_named_misconception_is_tested():
-    assert set(REGISTRY["check_previous_token_score"].misconceptions) == {k for _, k in MISTAKES}
+    assert_all_tested("check_previous_token_score", {k for _, k in MISTAKES})

@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from course_lib import quantization
-from course_lib.checks import REGISTRY, check_quantize_per_channel
+from course_lib.checks import check_quantize_per_channel
 from course_lib.checks.efficiency import quantize_per_channel_reference
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
 
 
 # ------------------------------------------------------------------ correct implementations
@@ -72,7 +68,7 @@ def test_reference_equals_the_library():
 def test_stub_is_not_attempted():
     def quantize_per_channel(w):
         raise NotImplementedError()
-    assert check_quantize_per_channel(quantize_per_channel).status == "not_attempted"
+    assert_not_attempted(check_quantize_per_channel(quantize_per_channel))
 
 
 def test_not_a_pair_and_wrong_scale_shape_are_explained():
@@ -179,4 +175,4 @@ def test_diagnoses_each_misconception(key, impl):
 
 
 def test_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_quantize_per_channel"].misconceptions) == set(BAD)
+    assert_all_tested("check_quantize_per_channel", BAD)

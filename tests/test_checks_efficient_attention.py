@@ -9,16 +9,12 @@ import torch.nn.functional as F
 
 from course_lib import attention as ref
 from course_lib import efficient_attention as eff
-from course_lib.checks import (REGISTRY, check_causal_linear_attention, check_online_softmax_attention,
+from course_lib.checks import (check_causal_linear_attention, check_online_softmax_attention,
                                check_repeat_kv, check_sliding_window_attention, check_sliding_window_mask)
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
 
 
 def stub(*args):
@@ -29,7 +25,7 @@ def stub(*args):
                                    check_sliding_window_attention, check_causal_linear_attention])
 def test_stub_is_not_attempted(check):
     r = check(stub)
-    assert r.status == "not_attempted" and r.points == 0
+    assert_not_attempted(r)
 
 
 # ------------------------------------------------------------------ repeat_kv
@@ -59,7 +55,7 @@ def test_repeat_kv_diagnoses(impl, key):
 
 
 def test_repeat_kv_misconceptions_all_tested():
-    assert set(REGISTRY["check_repeat_kv"].misconceptions) == {"repeat_not_interleave", "wrong_dim"}
+    assert_all_tested("check_repeat_kv", {"repeat_not_interleave", "wrong_dim"})
 
 
 # ------------------------------------------------------------------ online softmax attention
@@ -118,8 +114,8 @@ def test_online_softmax_diagnoses(bug, key):
 
 
 def test_online_softmax_misconceptions_all_tested():
-    assert set(REGISTRY["check_online_softmax_attention"].misconceptions) == {
-        "no_rescale", "acc_not_rescaled", "drops_last_block", "overflow"}
+    assert_all_tested("check_online_softmax_attention", {
+        "no_rescale", "acc_not_rescaled", "drops_last_block", "overflow"})
 
 
 # ------------------------------------------------------------------ sliding-window mask
@@ -148,8 +144,8 @@ def test_sliding_window_mask_diagnoses(impl, key):
 
 
 def test_sliding_window_mask_misconceptions_all_tested():
-    assert set(REGISTRY["check_sliding_window_mask"].misconceptions) == {
-        "window_too_wide", "window_too_narrow", "not_causal", "inverted"}
+    assert_all_tested("check_sliding_window_mask", {
+        "window_too_wide", "window_too_narrow", "not_causal", "inverted"})
 
 
 # ------------------------------------------------------------------ sliding-window attention
@@ -200,8 +196,8 @@ def test_sliding_window_attention_rejects_a_txt_matrix():
 
 
 def test_sliding_window_attention_misconceptions_all_tested():
-    assert set(REGISTRY["check_sliding_window_attention"].misconceptions) == {
-        "pad_right", "pad_not_masked", "window_too_wide", "materialises_TxT"}
+    assert_all_tested("check_sliding_window_attention", {
+        "pad_right", "pad_not_masked", "window_too_wide", "materialises_TxT"})
 
 
 # ------------------------------------------------------------------ causal linear attention
@@ -234,5 +230,5 @@ def test_causal_linear_diagnoses(kwargs, key):
 
 
 def test_causal_linear_misconceptions_all_tested():
-    assert set(REGISTRY["check_causal_linear_attention"].misconceptions) == {
-        "no_normaliser", "not_causal", "elu_without_plus_one"}
+    assert_all_tested("check_causal_linear_attention", {
+        "no_normaliser", "not_causal", "elu_without_plus_one"})

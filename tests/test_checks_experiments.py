@@ -5,18 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks import REGISTRY, check_eval_at_length
+from course_lib.checks import check_eval_at_length
 from course_lib.checks.experiments import _cases
 from course_lib.data import get_batch
 from course_lib.experiments import eval_at_length
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def diagnosed(r, key):
-    assert not r.passed and r.points == 0 and r.misconception == key, (r.misconception, r.message)
-    assert REGISTRY[r.name].misconceptions[key] in r.message
-    return True
 
 
 # ------------------------------------------------------------------ correct, written differently
@@ -62,7 +58,7 @@ def test_stub_is_not_attempted():
     def eval_at_length(model, data, length, n_batches, batch_size, generator):
         raise NotImplementedError()
     r = check_eval_at_length(eval_at_length)
-    assert r.status == "not_attempted" and r.points == 0
+    assert_not_attempted(r)
 
 
 def test_the_short_case_really_draws_the_last_start():
@@ -224,11 +220,11 @@ MISTAKES = [(left_in_train_mode, "train_mode"), (without_no_grad, "grad_tracked"
 
 @pytest.mark.parametrize("impl,key", MISTAKES, ids=[f.__name__ for f, _ in MISTAKES])
 def test_diagnoses(impl, key):
-    assert diagnosed(check_eval_at_length(impl), key)
+    assert_diagnosed(check_eval_at_length(impl), key)
 
 
 def test_every_named_misconception_is_tested():
-    assert set(REGISTRY["check_eval_at_length"].misconceptions) == {k for _, k in MISTAKES}
+    assert_all_tested("check_eval_at_length", {k for _, k in MISTAKES})
 
 
 def test_other_failures_are_reported_not_raised():

@@ -10,24 +10,16 @@ import torch.nn.functional as F
 
 from course_lib.attention import MultiHeadAttention
 from course_lib.blocks import Block
-from course_lib.checks import (REGISTRY, check_gelu, check_layer_norm, check_pre_norm_block, check_rms_norm,
+from course_lib.checks import (check_gelu, check_layer_norm, check_pre_norm_block, check_rms_norm,
                                check_swiglu_ffn, solution)
 from course_lib.checks.ffn_norms import pre_norm_forward
 from course_lib.ffn import GatedFeedForward, gelu_tanh
 from course_lib.norms import LayerNorm as RefLayerNorm
 from course_lib.norms import RMSNorm as RefRMSNorm
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
-
-
-def assert_all_tested(check_name, tested):
-    assert set(REGISTRY[check_name].misconceptions) == set(tested)
 
 
 # ------------------------------------------------------------------ GELU
@@ -50,7 +42,7 @@ def test_gelu_accepts_correct_implementations(impl):
 def test_gelu_stub_is_not_attempted():
     def gelu(x):
         raise NotImplementedError()
-    assert check_gelu(gelu).status == "not_attempted"
+    assert_not_attempted(check_gelu(gelu))
 
 
 def _gelu_in_place(x):
@@ -167,7 +159,7 @@ def test_layer_norm_structure_errors_are_explained():
             super().__init__()
             raise NotImplementedError()
 
-    assert check_layer_norm(Stub).status == "not_attempted"
+    assert_not_attempted(check_layer_norm(Stub))
 
 
 # ------------------------------------------------------------------ RMSNorm
@@ -379,7 +371,7 @@ def test_pre_norm_block_stub_and_missing_parts():
         def forward(self, x, mask=None):
             raise NotImplementedError()
 
-    assert check_pre_norm_block(Stub).status == "not_attempted"
+    assert_not_attempted(check_pre_norm_block(Stub))
 
     class Renamed(nn.Module):
         def __init__(self, d_model, n_heads, d_ff):
@@ -401,4 +393,4 @@ def test_solutions_print(capsys):
     for name in ("check_gelu", "check_layer_norm", "check_rms_norm", "check_swiglu_ffn", "check_pre_norm_block"):
         solution(name)
     out = capsys.readouterr().out
-    assert "def gelu_tanh" in out and "class LayerNorm" in out and "def pre_norm_forward" in out
+    assert "def gelu" in out and "class LayerNorm" in out and "class PreNormBlock" in out

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from course_lib.attention import CrossAttention, MultiHeadAttention, causal_mask
-from course_lib.checks import REGISTRY, check_decoder_block, check_gpt_forward, check_mlm_mask, check_shift_right
+from course_lib.checks import check_decoder_block, check_gpt_forward, check_mlm_mask, check_shift_right
 from course_lib.checks.models import ReferenceMiniGPT
 from course_lib.ffn import FeedForward
 from course_lib.models.bert import mlm_mask
@@ -13,17 +13,9 @@ from course_lib.models.gpt import gpt_block
 from course_lib.models.t5 import shift_right
 from course_lib.norms import LayerNorm
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
-
-
-def assert_all_tested(check_name, tested):
-    assert set(REGISTRY[check_name].misconceptions) == set(tested)
 
 
 # ------------------------------------------------------------------ decoder block
@@ -92,7 +84,7 @@ def test_decoder_block_stub_and_wrong_type():
     class Stub(DecoderBlockBase):
         def forward(self, x, memory, memory_mask=None):
             raise NotImplementedError()
-    assert check_decoder_block(Stub).status == "not_attempted"
+    assert_not_attempted(check_decoder_block(Stub))
     assert "pass the class itself" in check_decoder_block(Solution(8, 2, 8)).message
 
 
@@ -155,7 +147,7 @@ def test_mlm_accepts_correct(impl):
 def test_mlm_stub_in_place_and_wrong_p():
     def stub(*a, **k):
         raise NotImplementedError()
-    assert check_mlm_mask(stub).status == "not_attempted"
+    assert_not_attempted(check_mlm_mask(stub))
 
     def in_place(input_ids, mask_token_id, vocab_size, p=0.15, special_ids=()):
         out, labels = mlm_mask(input_ids.clone(), mask_token_id, vocab_size, p, special_ids)
@@ -222,7 +214,7 @@ def test_shift_right_accepts_correct(impl):
 def test_shift_right_stub():
     def stub(labels, decoder_start_token_id, pad_token_id):
         raise NotImplementedError()
-    assert check_shift_right(stub).status == "not_attempted"
+    assert_not_attempted(check_shift_right(stub))
 
 
 SHIFT_CASES = {"keeps_minus_100": shift_keeps_ignore, "shifted_left": shift_left, "keeps_last_token": shift_longer,
@@ -328,7 +320,7 @@ def test_gpt_forward_stub_and_names():
         def __init__(self, config):
             super().__init__()
             raise NotImplementedError()
-    assert check_gpt_forward(Stub).status == "not_attempted"
+    assert_not_attempted(check_gpt_forward(Stub))
 
     class Renamed(GoodGPT):
         def __init__(self, config):

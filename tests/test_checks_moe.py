@@ -6,23 +6,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.checks import REGISTRY, check_load_balancing_loss, check_sparse_moe, check_top_k_routing, solution
+from course_lib.checks import check_load_balancing_loss, check_sparse_moe, check_top_k_routing, solution
 from course_lib.checks.moe import sparse_moe_forward
 from course_lib.ffn import GatedFeedForward
 from course_lib.moe import SparseMoE as LibrarySparseMoE
 from course_lib.moe import capacity_mask, expert_capacity, load_balancing_loss, top_k_routing
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
-
-
-def assert_all_tested(check_name, tested):
-    assert set(REGISTRY[check_name].misconceptions) == set(tested)
 
 
 # ------------------------------------------------------------------ top-k routing
@@ -47,7 +39,7 @@ def test_routing_accepts_correct_implementations(impl):
 def test_routing_stub_is_not_attempted():
     def top_k(router_logits, k):
         raise NotImplementedError()
-    assert check_top_k_routing(top_k).status == "not_attempted"
+    assert_not_attempted(check_top_k_routing(top_k))
 
 
 def _routing_in_place(router_logits, k):
@@ -101,7 +93,7 @@ def test_balance_accepts_correct_implementations(impl):
 def test_balance_stub_is_not_attempted():
     def loss(router_probs, expert_indices, n_experts):
         raise NotImplementedError()
-    assert check_load_balancing_loss(loss).status == "not_attempted"
+    assert_not_attempted(check_load_balancing_loss(loss))
 
 
 def _mask_only(router_probs, expert_indices, n_experts):
@@ -192,7 +184,7 @@ def test_moe_accepts_correct_implementations(impl):
 
 
 def test_moe_stub_is_not_attempted():
-    assert check_sparse_moe(Stub).status == "not_attempted"
+    assert_not_attempted(check_sparse_moe(Stub))
 
 
 class WeightsIgnored(ExerciseMoE):
@@ -278,4 +270,4 @@ def test_reference_forward_equals_the_library_layer():
 def test_solutions_print(capsys):
     for name in ("check_top_k_routing", "check_load_balancing_loss", "check_sparse_moe"):
         solution(name)
-    assert "def sparse_moe_forward" in capsys.readouterr().out
+    assert "class SparseMoE" in capsys.readouterr().out

@@ -8,16 +8,12 @@ import pytest
 import torch
 
 from course_lib import positional as ref
-from course_lib.checks import (REGISTRY, check_alibi_slopes, check_apply_rope, check_apply_rope_half,
+from course_lib.checks import (check_alibi_slopes, check_apply_rope, check_apply_rope_half,
                                check_relative_position_bucket, check_sinusoidal_encoding, solution)
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
 
 
 def stub(*args, **kwargs):
@@ -28,7 +24,7 @@ def stub(*args, **kwargs):
                                    check_alibi_slopes, check_relative_position_bucket])
 def test_stub_is_not_attempted(check):
     r = check(stub)
-    assert r.status == "not_attempted" and not r.passed and "not attempted" in r.message
+    assert_not_attempted(r)
 
 
 # ------------------------------------------------------------------ sinusoidal
@@ -84,7 +80,7 @@ def test_sinusoidal_diagnoses_each_misconception(key):
 
 
 def test_sinusoidal_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_sinusoidal_encoding"].misconceptions) == set(SIN_BAD)
+    assert_all_tested("check_sinusoidal_encoding", SIN_BAD)
 
 
 def test_sinusoidal_wrong_dtype_is_explained():
@@ -167,7 +163,7 @@ def test_rope_diagnoses_each_misconception(key):
 
 
 def test_rope_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_apply_rope"].misconceptions) == set(ROPE_BAD)
+    assert_all_tested("check_apply_rope", ROPE_BAD)
 
 
 def test_rope_half_accepts_hf_style_and_diagnoses_the_reverse_layout():
@@ -193,7 +189,7 @@ def test_rope_half_diagnoses_each_misconception(key):
 
 
 def test_rope_half_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_apply_rope_half"].misconceptions) == set(ROPE_HALF_BAD)
+    assert_all_tested("check_apply_rope_half", ROPE_HALF_BAD)
 
 
 def test_rope_broadcast_error_shows_the_learners_frames():
@@ -271,7 +267,7 @@ def test_alibi_diagnoses_each_misconception(key):
 
 
 def test_alibi_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_alibi_slopes"].misconceptions) == set(ALIBI_BAD)
+    assert_all_tested("check_alibi_slopes", ALIBI_BAD)
 
 
 def test_alibi_list_instead_of_tensor_is_explained():
@@ -335,7 +331,7 @@ def test_t5_diagnoses_each_misconception(key):
 
 
 def test_t5_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_relative_position_bucket"].misconceptions) == set(T5_BAD)
+    assert_all_tested("check_relative_position_bucket", T5_BAD)
 
 
 def test_t5_int32_output_is_explained():

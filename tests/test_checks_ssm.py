@@ -6,16 +6,12 @@ import pytest
 import torch
 
 from course_lib import ssm
-from course_lib.checks import REGISTRY, check_selective_scan
+from course_lib.checks import check_selective_scan
 from course_lib.checks.ssm import selective_scan_reference
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def assert_diagnosed(result, key):
-    assert not result.passed and result.points == 0
-    assert result.misconception == key, (result.misconception, result.message)
-    assert REGISTRY[result.name].misconceptions[key] in result.message
 
 
 # ------------------------------------------------------------------ correct implementations
@@ -60,7 +56,7 @@ def test_accepts_correct_implementations(impl):
 def test_stub_is_not_attempted():
     def selective_scan(x, delta, A, B, C, D):
         raise NotImplementedError()
-    assert check_selective_scan(selective_scan).status == "not_attempted"
+    assert_not_attempted(check_selective_scan(selective_scan))
 
 
 def test_wrong_shape_is_explained():
@@ -139,4 +135,4 @@ def test_diagnoses_each_misconception(key):
 
 
 def test_named_misconceptions_are_all_tested():
-    assert set(REGISTRY["check_selective_scan"].misconceptions) == set(BAD)
+    assert_all_tested("check_selective_scan", BAD)

@@ -1,7 +1,11 @@
+"""check_bpe_merge, both ways: correct implementations pass, the stub is not attempted, and each
+named misconception, written as a learner would write it, is diagnosed."""
 import pytest
 
-from course_lib.checks import REGISTRY, check_bpe_merge
+from course_lib.checks import check_bpe_merge
 from course_lib.tokenizers import merge_pair
+
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -24,7 +28,7 @@ def test_accepts_correct(impl):
 def test_stub():
     def bpe_merge(ids, pair, new_id):
         raise NotImplementedError()
-    assert check_bpe_merge(bpe_merge).status == "not_attempted"
+    assert_not_attempted(check_bpe_merge(bpe_merge))
 
 
 def no_skip(ids, pair, new_id):
@@ -69,13 +73,11 @@ def in_place(ids, pair, new_id):
 @pytest.mark.parametrize("impl,key", [(no_skip, "no_skip"), (right_to_left, "right_to_left"),
                                       (first_only, "first_only"), (in_place, "mutates_input")])
 def test_diagnoses(impl, key):
-    r = check_bpe_merge(impl)
-    assert not r.passed and r.misconception == key
-    assert REGISTRY["check_bpe_merge"].misconceptions[key] in r.message
+    assert_diagnosed(check_bpe_merge(impl), key)
 
 
 def test_all_named_misconceptions_are_tested():
-    assert set(REGISTRY["check_bpe_merge"].misconceptions) == {"no_skip", "right_to_left", "first_only", "mutates_input"}
+    assert_all_tested("check_bpe_merge", {"no_skip", "right_to_left", "first_only", "mutates_input"})
 
 
 def test_wrong_return_type():

@@ -4,17 +4,13 @@ import math
 import pytest
 import torch
 
-from course_lib.checks import REGISTRY, check_clip_grad_norm, check_cosine_lr, check_sample_top_p
+from course_lib.checks import check_clip_grad_norm, check_cosine_lr, check_sample_top_p
 from course_lib.generation import sample_next
 from course_lib.training import clip_grad_norm, cosine_lr
 
+from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+
 pytestmark = pytest.mark.usefixtures("quiet_checks")
-
-
-def diagnosed(r, key):
-    assert not r.passed and r.misconception == key, (r.misconception, r.message)
-    assert REGISTRY[r.name].misconceptions[key] in r.message
-    return True
 
 
 # ------------------------------------------------------------------ cosine_lr
@@ -60,18 +56,18 @@ def test_cosine_accepts(impl):
 def test_cosine_stub():
     def f(step, warmup, total, max_lr, min_lr):
         raise NotImplementedError
-    assert check_cosine_lr(f).status == "not_attempted"
+    assert_not_attempted(check_cosine_lr(f))
 
 
 @pytest.mark.parametrize("impl,key", [(lr_off_by_one, "warmup_off_by_one"), (lr_to_zero, "decays_to_zero"),
                                       (lr_from_zero, "progress_ignores_warmup"), (lr_no_clamp, "no_clamp_after_total")])
 def test_cosine_diagnoses(impl, key):
-    assert diagnosed(check_cosine_lr(impl), key)
+    assert_diagnosed(check_cosine_lr(impl), key)
 
 
 def test_cosine_named_all_tested():
-    assert set(REGISTRY["check_cosine_lr"].misconceptions) == {
-        "warmup_off_by_one", "decays_to_zero", "progress_ignores_warmup", "no_clamp_after_total"}
+    assert_all_tested("check_cosine_lr", {
+        "warmup_off_by_one", "decays_to_zero", "progress_ignores_warmup", "no_clamp_after_total"})
 
 
 # ------------------------------------------------------------------ clip_grad_norm
@@ -122,16 +118,16 @@ def test_clip_accepts(impl):
 @pytest.mark.parametrize("impl,key", [(clip_per_param, "per_parameter"), (clip_not_in_place, "not_in_place"),
                                       (clip_always, "always_rescales"), (clip_returns_after, "returns_clipped_norm")])
 def test_clip_diagnoses(impl, key):
-    assert diagnosed(check_clip_grad_norm(impl), key)
+    assert_diagnosed(check_clip_grad_norm(impl), key)
 
 
 def test_clip_named_all_tested_and_stub():
-    assert set(REGISTRY["check_clip_grad_norm"].misconceptions) == {
-        "per_parameter", "not_in_place", "always_rescales", "returns_clipped_norm"}
+    assert_all_tested("check_clip_grad_norm", {
+        "per_parameter", "not_in_place", "always_rescales", "returns_clipped_norm"})
 
     def f(parameters, max_norm):
         raise NotImplementedError
-    assert check_clip_grad_norm(f).status == "not_attempted"
+    assert_not_attempted(check_clip_grad_norm(f))
 
 
 # ------------------------------------------------------------------ sample_top_p
@@ -184,16 +180,16 @@ def test_top_p_accepts(impl):
 @pytest.mark.parametrize("impl,key", [(top_p_drops, "drops_crossing_token"), (top_p_unsorted, "unsorted"),
                                       (top_p_temp_after, "temperature_after_softmax")])
 def test_top_p_diagnoses(impl, key):
-    assert diagnosed(check_sample_top_p(impl), key)
+    assert_diagnosed(check_sample_top_p(impl), key)
 
 
 def test_top_p_named_all_tested_and_stub():
-    assert set(REGISTRY["check_sample_top_p"].misconceptions) == {
-        "drops_crossing_token", "unsorted", "temperature_after_softmax"}
+    assert_all_tested("check_sample_top_p", {
+        "drops_crossing_token", "unsorted", "temperature_after_softmax"})
 
     def f(logits, p, generator, temperature=1.0):
         raise NotImplementedError
-    assert check_sample_top_p(f).status == "not_attempted"
+    assert_not_attempted(check_sample_top_p(f))
 
 
 # ------------------------------------------------------------------ generate
@@ -258,13 +254,13 @@ def test_generate_accepts(impl):
                                       (gen_refeed, "refeeds_whole_sequence"),
                                       (gen_ignores_cache, "ignores_cache"), (gen_drops_prompt, "drops_prompt")])
 def test_generate_diagnoses(impl, key):
-    assert diagnosed(check_generate(impl), key)
+    assert_diagnosed(check_generate(impl), key)
 
 
 def test_generate_named_all_tested_and_stub():
-    assert set(REGISTRY["check_generate"].misconceptions) == {
-        "positions_not_advanced", "refeeds_whole_sequence", "ignores_cache", "drops_prompt"}
+    assert_all_tested("check_generate", {
+        "positions_not_advanced", "refeeds_whole_sequence", "ignores_cache", "drops_prompt"})
 
     def f(model, idx, n, use_cache=True):
         raise NotImplementedError
-    assert check_generate(f).status == "not_attempted"
+    assert_not_attempted(check_generate(f))

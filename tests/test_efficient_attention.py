@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.attention import causal_mask, sliding_window_mask
+from course_lib.config import ConfigError
 from course_lib.efficient_attention import (causal_linear_attention, causal_linear_attention_parallel,
                                             elu_feature_map, fixed_mask, linear_attention,
                                             linear_attention_recurrent, online_softmax_attention, peak_memory,
@@ -122,13 +123,15 @@ def test_linear_attention_three_forms_agree():
 
 def test_bad_arguments_are_explained():
     q, k, v = _qkv(1, 1, 4, 8)
-    with pytest.raises(ValueError, match="block_size=0"):
+    with pytest.raises(ConfigError, match="online_softmax_attention: block_size=0: expected a positive integer"):
         online_softmax_attention(q, k, v, 0)
-    with pytest.raises(ValueError, match="positive tile sizes"):
+    with pytest.raises(ConfigError, match="tiled_attention: block_q=0: expected a positive integer"):
         tiled_attention(q, k, v, block_q=0)
     with pytest.raises(ValueError, match=r"q \(..., T_q, D\)"):
         tiled_attention(q, k[..., :4], v)
-    with pytest.raises(ValueError, match="window=0"):
+    with pytest.raises(ConfigError, match="tiled_attention: block_k=-1: expected a positive integer"):
+        tiled_attention(q, k, v, block_k=-1)
+    with pytest.raises(ConfigError, match="sliding_window_attention: window=0: expected a positive integer"):
         sliding_window_attention(q, k, v, 0)
     with pytest.raises(ValueError, match="T >= 1 and window >= 1"):
         sliding_window_mask(4, 0)

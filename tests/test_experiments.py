@@ -194,15 +194,49 @@ def test_gqa_and_mqa_shrink_only_k_and_v():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(position="relative"), "position"), (dict(norm_placement="sandwich"), "norm_placement"),
-    (dict(norm="batchnorm"), "norm"), (dict(ffn="relu"), "ffn"),
-    (dict(n_kv_heads=3), "divisors of 4"), (dict(n_kv_heads=0), "n_kv_heads"), (dict(d_ff=0), "d_ff"), (dict(d_model=30), "multiple of n_heads"),
-    (dict(d_model=12, n_heads=4, position="rope"), "even"), (dict(context=0), "context"),
-    (dict(dropout=1.0), "dropout"), (dict(rope_theta=-1.0), "rope_theta"),
+    # one of a few names: the field, the value and the choices
+    (dict(position="relative"), r"ExperimentConfig.position='relative': expected one of \('sinusoidal'"),
+    (dict(norm_placement="sandwich"), "ExperimentConfig.norm_placement='sandwich': expected one of"),
+    (dict(norm="batchnorm"), "ExperimentConfig.norm='batchnorm': expected one of"),
+    (dict(ffn="relu"), r"ExperimentConfig.ffn='relu': expected one of \('gelu', 'swiglu'\)"),
+    # divisible: the field, both values and a fix
+    (dict(n_kv_heads=3), "ExperimentConfig.n_heads=4 is not divisible by n_kv_heads=3: .*divisors of 4"),
+    (dict(d_model=30), r"ExperimentConfig.d_model=30 is not divisible by n_heads=4: .*\(e.g. d_model=32\)"),
+    # positive integers (None allowed where it means "the default")
+    (dict(n_kv_heads=0), "ExperimentConfig.n_kv_heads=0: expected a positive integer"),
+    (dict(d_ff=0), "ExperimentConfig.d_ff=0: expected a positive integer"),
+    (dict(context=0), "ExperimentConfig.context=0: expected a positive integer"),
+    (dict(n_layers=2.0), r"ExperimentConfig.n_layers=2.0: expected a positive integer"),
+    # ranges
+    (dict(dropout=1.0), r"ExperimentConfig.dropout=1.0: expected a number in \[0.0, 1.0\)"),
+    (dict(rope_theta=-1.0), r"ExperimentConfig.rope_theta=-1.0: expected a number > 0 \(e.g. rope_theta=10000.0\)"),
+    (dict(rope_theta=0), "ExperimentConfig.rope_theta=0: expected a number > 0"),
+    # the special rules of two position schemes
+    (dict(d_model=12, n_heads=4, position="rope"), r"ExperimentConfig.d_model=12: expected an even head size .*"
+                                                   r"RoPE.*\(got 3\); e.g. d_model=16"),
+    (dict(d_model=15, n_heads=3, position="sinusoidal"), r"ExperimentConfig.d_model=15: expected an even d_model .*"
+                                                         r"sin/cos pairs \(e.g. d_model=18\)"),
 ])
 def test_bad_configs_say_what_to_fix(bad, match):
     with pytest.raises(ConfigError, match=match):
         ExperimentConfig(**bad)
+
+
+def test_good_edge_values_pass_and_the_fixes_proposed_are_valid():
+    ExperimentConfig(n_kv_heads=None, d_ff=None, dropout=0.0, rope_theta=1e6)  # None = the defaults
+    ExperimentConfig(d_model=12, n_heads=3, position="sinusoidal")  # odd head size: fine without RoPE
+    ExperimentConfig(d_model=16, n_heads=4, position="rope")  # the d_model the RoPE message proposes
+    ExperimentConfig(d_model=18, n_heads=3, position="sinusoidal")  # the d_model the sinusoidal message proposes
+
+
+def test_model_takes_a_config_or_overrides_not_both():
+    cfg = ExperimentConfig(vocab_size=V, context=8, d_model=16, n_heads=4)
+    assert ExperimentLM(cfg).config is cfg and ExperimentLM(**vars(cfg)).config == cfg
+    with pytest.raises(TypeError, match=r"either an ExperimentConfig or keyword overrides to ExperimentLM, not both "
+                                        r"\(got a config and \['d_model'\]\)"):
+        ExperimentLM(cfg, d_model=32)
+    with pytest.raises(TypeError, match="ExperimentLM expects an ExperimentConfig, got dict"):
+        ExperimentLM(vars(cfg))
 
 
 # ------------------------------------------------------------------ evaluation at a length
@@ -318,5 +352,7 @@ def test_run_experiment_is_reproducible():
     assert a.val_loss == b.val_loss and math.isfinite(a.val_loss) and not a.model.training
     assert a.tokens == 4 * 4 * 8 and a.n_params == experiment_params(cfg).total
     assert a.non_embedding == experiment_params(cfg).non_embedding and a.seconds_per_step > 0
-    with pytest.raises(ConfigError, match="steps"):
+    with pytest.raises(ConfigError, match="run_experiment: steps=0: expected a positive integer"):
         run_experiment(cfg, data[:1500], data[1500:], 0)
+    with pytest.raises(ConfigError, match="run_experiment: batch_size=0: expected a positive integer"):
+        run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=0)

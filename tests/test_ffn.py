@@ -53,7 +53,7 @@ def test_silu_beta_limits():
 def test_unknown_activation_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown activation 'gleu'; choose one of: .*gelu_tanh.*swish"):
         get_activation("gleu")
-    with pytest.raises(ConfigError, match="unknown activation 'tanhh'"):
+    with pytest.raises(ConfigError, match=r"FFNConfig.activation='tanhh': expected one of .*gelu_tanh"):
         FeedForward(8, 32, activation="tanhh")
     assert set(ACTIVATIONS) >= {"relu", "gelu", "gelu_tanh", "silu", "mish", "sigmoid"}
 

@@ -1,67 +1,241 @@
-"""course_lib.interop: the loading machinery, its errors, and the round trip to Hugging Face."""
+"""course_lib.interop: the family registry, parity with Hugging Face on a padded batch, both round
+trips (HF -> ours -> HF and ours -> HF -> ours), and the errors. Tiny random configs, offline."""
+import dataclasses
+
 import pytest
 import torch
+import torch.nn as nn
+import transformers as hf
 
-from course_lib.interop import CONVERTERS, from_hf, load_mapped, to_hf
+from course_lib.interop import (FAMILIES, Family, from_hf, from_hf_weights, load_mapped, register, rename,
+                                supported_hf_classes, to_hf)
 from course_lib.models.bert import Bert, BertConfig, BertForMaskedLM
 from course_lib.models.gpt import GPT, GPTConfig
 from course_lib.models.llama import Llama, LlamaConfig
 from course_lib.models.t5 import T5, T5Config
+from course_lib.moe import LlamaMoE
+from course_lib.vit import ViTConfig, VisionTransformer
 
 V = 41
-MODELS = {
-    "GPT (untied, d_ff 50)": lambda: GPT(GPTConfig(vocab_size=V, max_positions=16, d_model=24, n_layers=2,
-                                                   n_heads=3, d_ff=50, tie_weights=False)),
-    "GPT (tied)": lambda: GPT(GPTConfig(vocab_size=V, max_positions=16, d_model=24, n_layers=2, n_heads=3)),
-    "LLaMA GQA": lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=6, n_kv_heads=2, d_ff=40)),
-    "Mistral": lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=40,
-                                         sliding_window=3)),
-    "BERT": lambda: Bert(BertConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=3, d_ff=40, max_positions=16)),
-    "BERT MLM": lambda: BertForMaskedLM(BertConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=3, d_ff=40,
-                                                   max_positions=16)),
-    "T5 v1.0": lambda: T5(T5Config(vocab_size=V, d_model=24, d_kv=6, d_ff=40, n_layers=2, n_heads=3, num_buckets=8,
-                                   max_distance=16)),
+LLAMA = dict(vocab_size=V, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2)
+BERT = dict(vocab_size=V, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
+            max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+T5_HF = dict(vocab_size=V, d_model=24, d_kv=6, d_ff=40, num_layers=2, num_heads=3, relative_attention_num_buckets=8,
+             relative_attention_max_distance=16, dropout_rate=0.0)
+VIT = dict(image_size=8, patch_size=2, num_channels=1, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+           intermediate_size=24, layer_norm_eps=1e-5, num_labels=10, hidden_dropout_prob=0.0,
+           attention_probs_dropout_prob=0.0)
+MIXTRAL = LLAMA | dict(num_local_experts=4, num_experts_per_tok=2)
+
+# family -> {case: (kind, a tiny HF model, a tiny course_lib model)}. Every registered family needs one.
+EXAMPLES = {
+    "gpt2": {"GPT-2": ("causal", lambda: hf.GPT2LMHeadModel(hf.GPT2Config(
+                 vocab_size=V, n_positions=16, n_embd=24, n_layer=2, n_head=3, n_inner=50, resid_pdrop=0.0,
+                 embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)),
+                 lambda: GPT(GPTConfig(vocab_size=V, max_positions=16, d_model=24, n_layers=2, n_heads=3, d_ff=50,
+                                       tie_weights=False)))},
+    "llama": {"LLaMA GQA": ("causal", lambda: hf.LlamaForCausalLM(hf.LlamaConfig(**LLAMA, tie_word_embeddings=True)),
+                            lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=6, n_kv_heads=2,
+                                                      d_ff=40))),
+              "Mistral": ("causal", lambda: hf.MistralForCausalLM(hf.MistralConfig(**LLAMA, sliding_window=3)),
+                          lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                    d_ff=40, sliding_window=3)))},
+    "mixtral": {"Mixtral": ("causal", lambda: hf.MixtralForCausalLM(hf.MixtralConfig(**MIXTRAL, sliding_window=4)),
+                            lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                      d_ff=40, moe=LlamaMoE(n_experts=4, top_k=2))))},
+    "bert": {"BERT": ("encoder", lambda: hf.BertModel(hf.BertConfig(**BERT)),
+                      lambda: Bert(BertConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=3, d_ff=40,
+                                              max_positions=16))),
+             "BERT MLM": ("encoder", lambda: hf.BertForMaskedLM(hf.BertConfig(**BERT)),
+                          lambda: BertForMaskedLM(BertConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=3,
+                                                             d_ff=40, max_positions=16)))},
+    "t5": {"T5 v1.0": ("seq2seq", lambda: hf.T5ForConditionalGeneration(hf.T5Config(**T5_HF)),
+                       lambda: T5(T5Config(vocab_size=V, d_model=24, d_kv=6, d_ff=40, n_layers=2, n_heads=3,
+                                           num_buckets=8, max_distance=16))),
+           "T5 gated-GELU": ("seq2seq", lambda: hf.T5ForConditionalGeneration(hf.T5Config(
+                                 **T5_HF, feed_forward_proj="gated-gelu")),
+                             lambda: T5(T5Config(vocab_size=V, d_model=24, d_kv=6, d_ff=40, n_layers=2, n_heads=3,
+                                                 num_buckets=8, max_distance=16, gated=True,
+                                                 activation="gelu_tanh")))},
+    "vit": {"ViT": ("image", lambda: hf.ViTForImageClassification(hf.ViTConfig(**VIT)),
+                    lambda: VisionTransformer(ViTConfig(image_size=8, patch_size=2, channels=1, d_model=16,
+                                                        n_layers=2, n_heads=4, d_ff=24)))},
 }
+CASES = [(family, case) for family, cases in EXAMPLES.items() for case in cases]
+TOL = 1e-5  # fp32 logits / hidden states, max abs difference
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_round_trip_through_hugging_face(name):
+def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Move every weight off its initial value (norm gains off 1, biases off 0), so a swapped or
+    missing tensor shows; HF Mixtral's fused experts start as torch.empty, so they are drawn anew."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "experts" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            else:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def padded_batch(kind: str):
+    """Two rows, one right-padded and one left-padded (attention_mask 0 = padding)."""
+    torch.manual_seed(1)
+    if kind == "image":
+        return {"pixel_values": torch.rand(3, 1, 8, 8)}
+    mask = torch.tensor([[1] * 6 + [0] * 3, [0] * 3 + [1] * 6])  # (B, T): right padding, left padding
+    batch = {"input_ids": torch.randint(1, V, (2, 9)) * mask, "attention_mask": mask}  # [PAD] = 0
+    if kind == "seq2seq":
+        batch |= {"decoder_input_ids": torch.randint(1, V, (2, 5)),
+                  "decoder_attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])}
+    return batch
+
+
+def real_outputs(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The model's logits (or hidden states) at the real, unpadded positions only -> (N, V or C)."""
+    ours = not isinstance(model, hf.PreTrainedModel)
+    with torch.no_grad():
+        if "pixel_values" in batch:
+            return model(batch["pixel_values"]) if ours else model(**batch).logits
+        out = model(**batch)
+    y = getattr(out, "logits", None)
+    y = out.last_hidden_state if y is None else y  # (B, T, V or C)
+    real = batch.get("decoder_attention_mask", batch["attention_mask"]).bool()  # (B, T)
+    return y[real]
+
+
+def max_err(a: nn.Module, b: nn.Module, batch: dict) -> float:
+    ya, yb = real_outputs(a, batch), real_outputs(b, batch)
+    assert torch.isfinite(ya).all() and torch.isfinite(yb).all()
+    return (ya - yb).abs().max().item()
+
+
+def assert_same_state(a: nn.Module, b: nn.Module):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb)
+    unequal = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not unequal, f"tensors changed by the round trip: {unequal[:5]}"
+
+
+# --------------------------------------------------------------------------- the registry
+def test_the_registry_holds_every_family_and_each_has_an_example():
+    assert set(FAMILIES) == {"gpt2", "llama", "mixtral", "bert", "t5", "vit"}
+    assert set(EXAMPLES) == set(FAMILIES), "add a tiny example for every registered family to EXAMPLES"
+    covered = {type(make_hf()).__name__ for cases in EXAMPLES.values() for _, make_hf, _ in cases.values()}
+    assert covered == set(supported_hf_classes())
+    assert covered >= {"GPT2LMHeadModel", "BertModel", "BertForMaskedLM", "T5ForConditionalGeneration",
+                       "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "ViTForImageClassification"}
+    assert all(f.config_to_hf is not None for f in FAMILIES.values()), "every family today has a to_hf"
+
+
+@pytest.mark.parametrize("family, case", CASES)
+def test_hf_to_ours_to_hf_with_padding(family, case):
+    kind, make_hf, _ = EXAMPLES[family][case]
     torch.manual_seed(0)
-    ours = MODELS[name]().eval()
+    theirs = perturbed(make_hf())
+    ours = from_hf(theirs)
+    back = to_hf(ours)
+    assert type(back) is type(theirs) and FAMILIES[family].owns(ours)
+    batch = padded_batch(kind)
+    err = max_err(ours, theirs, batch)
+    print(f"{case}: from_hf vs HF on the real positions of a padded batch: max abs error {err:.1e}")
+    assert err <= TOL
+    assert_same_state(back, theirs)  # to_hf(from_hf(hf)) holds exactly hf's tensors ...
+    assert max_err(back, theirs, batch) == 0  # ... and computes exactly what hf computes
+
+
+@pytest.mark.parametrize("family, case", CASES)
+def test_ours_to_hf_to_ours_with_padding(family, case):
+    kind, _, make_ours = EXAMPLES[family][case]
+    torch.manual_seed(0)
+    ours = perturbed(make_ours())
     theirs = to_hf(ours)
     back = from_hf(theirs)
-    ids = torch.randint(1, V, (2, 9))
-    kw = {"decoder_input_ids": ids[:, :5]} if name.startswith("T5") else {}
-    with torch.no_grad():
-        a, b, c = ours(ids, **kw), theirs(input_ids=ids, **kw), back(ids, **kw)
-    key = "logits" if a.logits is not None else "last_hidden_state"
-    assert (a[key] - b[key]).abs().max() <= 1e-5
-    assert (a[key] - c[key]).abs().max() == 0
+    assert type(back) is type(ours) and back.config == ours.config
+    batch = padded_batch(kind)
+    err = max_err(ours, theirs, batch)
+    print(f"{case}: to_hf vs course_lib on the real positions of a padded batch: max abs error {err:.1e}")
+    assert err <= TOL
+    assert_same_state(back, ours)
+    assert max_err(back, ours, batch) == 0
 
 
-def test_every_class_of_the_contract_is_supported():
-    assert set(CONVERTERS) >= {"GPT2LMHeadModel", "BertModel", "BertForMaskedLM", "T5ForConditionalGeneration",
-                               "LlamaForCausalLM", "MistralForCausalLM"}
+def test_the_padded_positions_really_are_ignored():
+    """The round-trip tests compare real positions only; here: changing a padded token changes
+    nothing at the real positions, and changing a real token does (so the mask is in effect)."""
+    ours = perturbed(from_hf(hf.LlamaForCausalLM(hf.LlamaConfig(**LLAMA))))
+    batch = padded_batch("causal")
+    base = real_outputs(ours, batch)
+    pad_changed = dict(batch, input_ids=batch["input_ids"].clone())
+    pad_changed["input_ids"][1, 0] = 7  # row 1's first position is left padding
+    assert torch.allclose(real_outputs(ours, pad_changed), base, atol=1e-6)
+    pad_changed["input_ids"][1, 3] = 7 if batch["input_ids"][1, 3] != 7 else 8  # its first real token
+    assert not torch.allclose(real_outputs(ours, pad_changed), base, atol=1e-3)
 
 
-def test_load_mapped_names_missing_and_unexpected_keys():
-    model = torch.nn.Linear(2, 3)
+def test_from_hf_weights_reads_a_checkpoint_without_tied_copies():
+    """Checkpoint files store a tied tensor once (no lm_head.weight when it is the embedding)."""
+    theirs = perturbed(hf.LlamaForCausalLM(hf.LlamaConfig(**LLAMA, tie_word_embeddings=True)))
+    state = {k: v for k, v in theirs.state_dict().items() if k != "lm_head.weight"}
+    ours = from_hf_weights("LlamaForCausalLM", theirs.config, state)
+    assert ours.lm_head.weight is ours.tok_emb.weight
+    assert max_err(ours, theirs, padded_batch("causal")) <= 1e-5
+
+
+# --------------------------------------------------------------------------- errors
+def test_an_unknown_model_gets_a_clear_error():
+    unknown = hf.BertForSequenceClassification(hf.BertConfig(**BERT))
+    with pytest.raises(TypeError, match=r"does not know the Hugging Face class 'BertForSequenceClassification'; "
+                                        r"supported: GPT2LMHeadModel, LlamaForCausalLM, .*ViTForImageClassification"):
+        from_hf(unknown)
+    with pytest.raises(TypeError, match=r"to_hf knows the course_lib classes Bert, BertForMaskedLM, GPT, Llama, "
+                                        r"T5, VisionTransformer; got Linear"):
+        to_hf(nn.Linear(2, 2))
+
+
+def test_registering_a_clashing_or_incomplete_family_is_refused():
+    with pytest.raises(ValueError, match=r"\['BertModel', 'BertForMaskedLM'\] already belong to family 'bert'"):
+        register(dataclasses.replace(FAMILIES["bert"], name="bert2"))
+    with pytest.raises(ValueError, match="exactly one of key_map .* or tensors_from_hf"):
+        Family("x", ("X",), (nn.Linear,), lambda c: c, lambda *a: None)
+    assert set(FAMILIES) == set(EXAMPLES)
+
+
+def test_a_tensor_without_a_rule_is_named():
+    with pytest.raises(KeyError, match="no key-map rule for 'model.layers.0.extra.weight'"):
+        rename({"model.layers.0.extra.weight": torch.zeros(1)}, {"model.layers.{i}.mlp.": "blocks.{i}.ffn."})
+    assert set(rename({"a.3.x.w": 0, "a.12.y": 1, "skip.me": 2}, {"a.{i}.": "b.{i}.", "skip.": None})) == {"b.3.x.w",
+                                                                                                         "b.12.y"}
+
+
+def test_load_mapped_names_missing_unexpected_and_conflicting_tensors():
+    model = nn.Linear(2, 3)
     with pytest.raises(KeyError, match=r"missing \['bias'\], unexpected \['extra'\]"):
         load_mapped(model, {"weight": torch.zeros(3, 2), "extra": torch.zeros(1)})
-    with pytest.raises(ValueError, match=r"course_lib shape \(3, 2\) but the HF tensor is \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"weight: the model's tensor has shape \(3, 2\) but the mapped one is "
+                                         r"\(2, 3\)"):
         load_mapped(model, {"weight": torch.zeros(2, 3), "bias": torch.zeros(3)})
+    tied = GPT(GPTConfig(vocab_size=V, max_positions=8, d_model=12, n_layers=1, n_heads=2))  # lm_head = tok_emb
+    state = {k: v.clone() for k, v in tied.state_dict().items()}
+    state["lm_head.weight"] += 1.0  # an untied head cannot live in a tied model
+    with pytest.raises(ValueError, match=r"\['tok_emb.weight'\]: this model ties them to another tensor"):
+        load_mapped(tied, state)
 
 
 def test_unsupported_settings_are_refused():
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig as HFLlama, LlamaForCausalLM
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=8, n_embd=12, n_layer=1, n_head=2,
-                                    scale_attn_by_inverse_layer_idx=True))
+    gpt = hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=V, n_positions=8, n_embd=12, n_layer=1, n_head=2,
+                                           scale_attn_by_inverse_layer_idx=True))
     with pytest.raises(ValueError, match="attention scale"):
-        from_hf(hf)
-    llama = LlamaForCausalLM(HFLlama(vocab_size=V, hidden_size=16, intermediate_size=20, num_hidden_layers=1,
-                                     num_attention_heads=2, rope_parameters={"rope_type": "dynamic", "factor": 2.0,
-                                                                            "rope_theta": 10000.0}))
+        from_hf(gpt)
+    llama = hf.LlamaForCausalLM(hf.LlamaConfig(**LLAMA, rope_parameters={"rope_type": "dynamic", "factor": 2.0,
+                                                                         "rope_theta": 10000.0}))
     with pytest.raises(ValueError, match="rope_type='dynamic' is not supported"):
         from_hf(llama)
-    with pytest.raises(TypeError, match="to_hf knows"):
-        to_hf(torch.nn.Linear(2, 2))
+    vit = hf.ViTForImageClassification(hf.ViTConfig(**(VIT | {"layer_norm_eps": 1e-12})))
+    with pytest.raises(ValueError, match=r"layer_norm_eps=1e-12: course_lib's ViT has layer_norm_eps 1e-05 only"):
+        from_hf(vit)
+    shared = Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=1, n_heads=4, d_ff=40,
+                               moe=LlamaMoE(n_experts=4, top_k=2, n_shared_experts=1)))
+    with pytest.raises(ValueError, match="Mixtral has no expert capacity, shared experts"):
+        to_hf(shared)

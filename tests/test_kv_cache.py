@@ -1,12 +1,17 @@
 """MHA/GQA/MQA with RoPE against Hugging Face's LlamaAttention (copied weights), the KV cache
-(cached decoding equals one full forward pass) and the cache-size calculator."""
+(cached decoding equals one full pass: for one attention layer, and for whole GPT-2, LLaMA and
+Mistral models against Hugging Face) and the cache-size calculator."""
 import pytest
 import torch
 
-from course_lib.attention import MultiHeadAttention, position_mask, sliding_window_mask
+from course_lib.attention import position_mask, sliding_window_mask
+from course_lib.positional_attention import PositionalAttention as MultiHeadAttention
 from course_lib.config import ConfigError
+from course_lib.interop import from_hf
 from course_lib.kv_cache import PUBLISHED_CONFIGS, KVCache, ModelShape, format_bytes, kv_cache_bytes
 from course_lib.positional import alibi_bias, apply_rope, rope_cos_sin
+
+from helpers import hf_gpt2, hf_llama, ids_and_mask
 
 transformers = pytest.importorskip("transformers")
 from transformers import LlamaConfig  # noqa: E402
@@ -79,6 +84,48 @@ def test_rolling_window_cache_equals_full_sliding_window():
         steps = torch.cat([m(x[:, t:t + 1], window=w, cache=cache) for t in range(12)], 1)
     assert (steps - full).abs().max() <= 1e-6
     assert cache.k.size(2) == w and cache.positions.tolist() == [9, 10, 11] and cache.seq_len == 12
+
+
+# ------------------------------------------------------------------ whole models: cached decoding = one pass
+# Every family with a KV cache (T5's decoder has none), fed the same 11 tokens in pieces. The
+# references: Hugging Face's one pass (independent code, copied weights) and our own one pass
+# (the cache must change nothing). Mistral's rolling cache holds fewer tokens than the prompt.
+FAMILIES = {
+    "GPT-2": ("gpt2", {}),
+    "LLaMA MHA 6/6": ("llama", dict(num_key_value_heads=6)),
+    "LLaMA GQA 6/2": ("llama", {}),
+    "Mistral GQA 6/2, rolling cache of 4": ("mistral", dict(sliding_window=4)),
+}
+SCHEDULES = {"prompt, then one token at a time": (6, 1, 1, 1, 1, 1), "chunks": (4, 3, 4)}  # tokens per call
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["no padding", "left and right padding"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_decoding_equals_one_pass(family, schedule, padded):
+    kind, kw = FAMILIES[family]
+    hf = hf_gpt2() if kind == "gpt2" else hf_llama(kind, **kw)
+    ours = from_hf(hf)
+    ids, mask = ids_and_mask(hf.config.vocab_size, B=3, T=11)  # (B, T) each
+    mask = mask if padded else None
+    keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()  # padding has no reference
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        one_pass = ours(ids, attention_mask=mask).logits  # (B, T, V)
+        cache, steps, t = ours.new_cache(), [], 0
+        for n in SCHEDULES[schedule]:
+            seen = None if mask is None else mask[:, :t + n]  # (B, t + n): the cached tokens' mask too
+            steps.append(ours(ids[:, t:t + n], attention_mask=seen, cache=cache).logits)  # (B, n, V)
+            t += n
+    cached = torch.cat(steps, 1)  # (B, T, V)
+    err_hf = (cached - theirs)[keep].abs().max().item()
+    err_self = (cached - one_pass)[keep].abs().max().item()
+    print(f"{family}, {schedule}, padded={padded}: max abs logit error {err_hf:.2e} vs HF, {err_self:.2e} vs one pass")
+    assert err_hf <= 1e-5 and err_self <= 1e-5
+    H, D = hf.config.num_attention_heads, hf.config.hidden_size // hf.config.num_attention_heads
+    kept = kw.get("sliding_window", 11)  # a rolling cache never holds more than the window
+    assert all(c.seq_len == 11 and c.k.shape == (3, getattr(hf.config, "num_key_value_heads", H), kept, D)
+               for c in cache)
 
 
 def test_bias_argument_equals_alibi_added_by_hand():

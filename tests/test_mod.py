@@ -10,6 +10,7 @@ from course_lib.device import single_thread
 from course_lib.models.gpt import GPT, GPTConfig, gpt_block
 from course_lib.mod import (MoDBlock, MoDGPT, capacity_tokens, fit_predictors, gpt_forward_flops,
                             predictor_agreement, top_k_indices)
+from course_lib.kernels import from_scratch
 
 CFG = dict(vocab_size=23, max_positions=32, d_model=16, n_layers=4, n_heads=2)
 
@@ -177,8 +178,12 @@ def test_a_cache_is_refused_with_a_reason():
 
 
 def test_bad_gate_and_routing_are_clear_errors():
-    with pytest.raises(ConfigError, match="gate='softmax'"):
+    with pytest.raises(ConfigError, match=r"MoDBlock.gate='softmax': expected one of \('sigmoid', 'raw', 'none'\) "
+                                          r"\('sigmoid' squashes"):
         MoDBlock(small_block(), 16, gate="softmax")
+    for every in (0, 1.5):
+        with pytest.raises(ConfigError, match=f"MoDGPT.every={every}: expected a positive integer"):
+            MoDGPT(every=every, **CFG)
     with pytest.raises(ValueError, match="routing='causal'"):
         MoDGPT(**CFG).set_routing("causal")
 
@@ -237,7 +242,7 @@ def test_flops_formula_matches_pytorchs_flop_counter(capacity):
     torch.manual_seed(0)
     model = (GPT(cfg) if capacity is None else MoDGPT(cfg, capacity=capacity)).eval()
     ids = torch.randint(0, 23, (3, 64))
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), from_scratch():  # the counter cannot see inside the fused attention kernel
         model(ids)
     assert counter.get_total_flops() == 3 * gpt_forward_flops(cfg, 64, capacity)["total"]
 

@@ -76,9 +76,25 @@ def test_bert_base_has_110m_parameters():
     assert sum(p.numel() for p in Bert(BertConfig()).parameters()) == 109_482_240
 
 
-@pytest.mark.parametrize("kw,match", [(dict(d_model=30, n_heads=4), "not divisible"),
-                                      (dict(pad_token_id=99), r"\[0, 57\)"),
-                                      (dict(activation="tanhh"), "unknown activation")])
+@pytest.mark.parametrize("kw,match", [
+    (dict(d_model=30, n_heads=4), r"BertConfig.d_model=30 is not divisible by n_heads=4: each head gets .*"
+                                  r"\(e.g. d_model=32\)"),
+    (dict(n_heads=0), "BertConfig.n_heads=0: expected a positive integer"),
+    (dict(type_vocab_size=0), "BertConfig.type_vocab_size=0: expected a positive integer"),
+    (dict(pad_token_id=99), r"BertConfig.pad_token_id=99: expected an integer in \[0, 57\)"),
+    (dict(dropout=1.0), r"BertConfig.dropout=1.0: expected a number in \[0.0, 1.0\)"),
+    (dict(activation="tanhh"), r"BertConfig.activation='tanhh': expected one of \(.*'gelu'.*\) \(BERT: 'gelu'\)"),
+])
 def test_bad_configs_say_how_to_fix(kw, match):
     with pytest.raises(ConfigError, match=match):
         BertConfig(**{"vocab_size": V, **kw})
+
+
+@pytest.mark.parametrize("model", [Bert, BertForMaskedLM])
+def test_models_take_a_config_or_overrides_not_both(model):
+    cfg = BertConfig(vocab_size=V, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_positions=8)
+    assert model(cfg).config is cfg and model(**vars(cfg)).config == cfg
+    with pytest.raises(TypeError, match=rf"either a BertConfig or keyword overrides to {model.__name__}, not both"):
+        model(cfg, n_layers=2)
+    with pytest.raises(TypeError, match=f"{model.__name__} expects a BertConfig, got dict"):
+        model(vars(cfg))

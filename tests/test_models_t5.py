@@ -85,9 +85,25 @@ def test_forward_without_decoder_inputs_or_labels_is_explained():
         model(torch.zeros(1, 3, dtype=torch.long))
 
 
-@pytest.mark.parametrize("kw,match", [(dict(d_kv=0), "positive integer"),
-                                      (dict(decoder_start_token_id=50), r"\[0, 45\)"),
-                                      (dict(activation="gelu2"), "unknown activation")])
+@pytest.mark.parametrize("kw,match", [
+    (dict(d_kv=0), r"T5Config.d_kv=0: expected a positive integer \(e.g. d_kv=4\)"),
+    (dict(n_decoder_layers=0), "T5Config.n_decoder_layers=0: expected a positive integer"),
+    (dict(decoder_start_token_id=50), r"T5Config.decoder_start_token_id=50: expected an integer in \[0, 45\)"),
+    (dict(pad_token_id=-1), r"T5Config.pad_token_id=-1: expected an integer in \[0, 45\) \(a token id"),
+    (dict(pad_token_id=0.0), r"T5Config.pad_token_id=0.0: expected an integer"),
+    (dict(dropout=-0.1), r"T5Config.dropout=-0.1: expected a number in \[0.0, 1.0\)"),
+    (dict(activation="gelu2"), r"T5Config.activation='gelu2': expected one of \('relu', .*'gelu_new'.*\) \(T5 v1.0"),
+])
 def test_bad_configs_say_how_to_fix(kw, match):
     with pytest.raises(ConfigError, match=match):
         T5Config(**{"vocab_size": V, **kw})
+
+
+def test_model_takes_a_config_or_overrides_not_both():
+    cfg = T5Config(vocab_size=V, d_model=16, d_kv=4, d_ff=32, n_layers=1, n_heads=2)
+    assert T5(cfg).config is cfg
+    with pytest.raises(TypeError, match=r"either a T5Config or keyword overrides to T5, not both.*\['n_heads'\]"):
+        T5(cfg, n_heads=4)
+    with pytest.raises(TypeError, match="T5 expects a T5Config, got BertConfig"):
+        from course_lib.models.bert import BertConfig
+        T5(BertConfig())

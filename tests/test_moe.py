@@ -14,8 +14,9 @@ from course_lib.attention import MultiHeadAttention
 from course_lib.blocks import Block
 from course_lib.config import ConfigError
 from course_lib.moe import (MoEConfig, SparseMoE, capacity_mask, expert_capacity, expert_load,
-                            from_hf_mixtral_block, load_balancing_loss, mixtral_block_state_dict, moe_aux_loss,
-                            moe_param_counts, param_counts_from_hf_config, router_z_loss, top_k_routing)
+                            from_hf_mixtral_block, load_balancing_loss, mixtral_block_state_dict, mixtral_block_to_hf,
+                            moe_aux_loss, moe_param_counts, param_counts_from_hf_config, router_z_loss,
+                            top_k_routing)
 
 
 def tiny_mixtral_config(**kw):
@@ -171,6 +172,14 @@ def test_mixtral_old_checkpoint_layout():
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
         torch.testing.assert_close(moe(x), hf(x.clone()))
+
+
+def test_mixtral_block_to_hf_inverts_the_fused_layout():
+    hf = random_hf_block(2)
+    back = mixtral_block_to_hf(mixtral_block_state_dict(hf.state_dict()))
+    assert set(back) == set(hf.state_dict()) and all(torch.equal(back[k], v) for k, v in hf.state_dict().items())
+    with pytest.raises(ValueError, match="no shared experts"):
+        mixtral_block_to_hf(SparseMoE(16, 24, 4, 2, n_shared_experts=1).state_dict())
 
 
 @pytest.mark.parametrize("k, cf, shared", [(2, None, 0), (1, 1.0, 0), (2, 0.5, 1), (3, 1.25, 2)])

@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from course_lib.blocks import transformer_block
+from course_lib.config import ConfigError
 from course_lib.parallel_block import FusedParallelBlock, linear_calls
+from course_lib.kernels import from_scratch
 
 
 def parallel_block(C=32, H=4, d_ff=None, seed=0, **kw):
@@ -66,7 +68,7 @@ def test_same_flops_fewer_matmuls():
     x = torch.randn(2, 16, C)
     flops = []
     for b in (seq, block, fused):
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False) as counter, from_scratch():  # the counter cannot see inside fused attention
             b(x, is_causal=True)
         flops.append(counter.get_total_flops())
     assert flops[0] == flops[1] == flops[2]
@@ -81,5 +83,10 @@ def test_from_block_refuses_what_it_cannot_fuse():
         FusedParallelBlock.from_block(parallel_block(n_kv_heads=2))
     with pytest.raises(ValueError, match="FeedForward"):
         FusedParallelBlock.from_block(transformer_block(32, 4, 128, norm_placement="parallel", gated=True))
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ConfigError, match=r"FusedParallelBlock.d_model=30 is not divisible by n_heads=4: .*"
+                                          r"\(e.g. d_model=32\)"):
         FusedParallelBlock(30, 4, 64)
+    with pytest.raises(ConfigError, match="FusedParallelBlock.n_heads=0: expected a positive integer"):
+        FusedParallelBlock(32, 0, 64)  # a clear message, not a ZeroDivisionError
+    with pytest.raises(ConfigError, match="FusedParallelBlock.d_ff=0: expected a positive integer"):
+        FusedParallelBlock(32, 4, 0)

@@ -162,10 +162,11 @@ def test_rope_bad_inputs_are_explained():
         apply_rope(torch.randn(1, 1, 5, 7), torch.arange(5))
     with pytest.raises(TypeError, match="integer tensor"):
         apply_rope(x, torch.arange(5.0))
-    with pytest.raises(ConfigError, match="factor=0.5"):
+    with pytest.raises(ConfigError, match=r"RopeScaling.factor=0.5: expected a number >= 1 \(new context length"):
         RopeScaling("linear", 0.5)
-    with pytest.raises(ConfigError, match="kind='yarn'"):
+    with pytest.raises(ConfigError, match=r"RopeScaling.kind='yarn': expected one of \('linear', 'ntk'\)"):
         RopeScaling("yarn", 2.0)
+    RopeScaling("ntk", 1)  # factor 1 = no stretch: allowed
 
 
 # ------------------------------------------------------------------ ALiBi
@@ -208,7 +209,7 @@ def test_alibi_bias_values_and_kv_cache_rows():
     assert b.shape == (2, 4, 4)
     assert b[0, 3].tolist() == [-3 * 2 ** -4, -2 * 2 ** -4, -2 ** -4, 0.0]
     assert torch.equal(alibi_bias(2, 1, 4)[:, 0], b[:, 3])  # one new query after 3 cached keys
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ConfigError, match="alibi_slopes: n_heads=0: expected a positive integer"):
         alibi_slopes(0)
     with pytest.raises(ValueError, match="T_q=5 > T_k=3"):
         alibi_bias(2, 5, 3)
@@ -252,7 +253,12 @@ def test_t5_causal_buckets_ignore_the_future_and_bad_configs_are_explained():
     assert b.tolist() == [3, 1, 0, 0, 0]
     b = relative_position_bucket(torch.tensor([-3, 0, 3]), bidirectional=True)
     assert b.tolist() == [3, 0, 19]
-    with pytest.raises(ConfigError, match="max_distance=4"):
+    with pytest.raises(ConfigError, match=r"RelativeBiasConfig.max_distance=4: expected an integer > 8 \(more than "
+                                          r"the 8 exactly-bucketed distances, e.g. max_distance=32\)"):
         RelativeBiasConfig(4, 32, 4)
-    with pytest.raises(ConfigError, match="num_buckets=2"):
+    with pytest.raises(ConfigError, match=r"RelativeBiasConfig.num_buckets=2: expected an integer >= 4 \(half exact, "
+                                          r"half logarithmic, per direction"):
         T5RelativeBias(4, 2)
+    with pytest.raises(ConfigError, match="RelativeBiasConfig.n_heads=0: expected a positive integer"):
+        RelativeBiasConfig(0)
+    RelativeBiasConfig(4, 32, 32), RelativeBiasConfig(4, 2, 2, bidirectional=False)  # the smallest that work

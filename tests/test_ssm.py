@@ -105,12 +105,19 @@ def test_scan_input_errors_name_the_shapes():
 
 
 def test_config_validation():
-    with pytest.raises(ConfigError, match="d_state"):
+    with pytest.raises(ConfigError, match="MambaConfig.d_state=0: expected a positive integer"):
         MambaConfig(d_state=0)
-    with pytest.raises(ConfigError, match="scan="):
+    with pytest.raises(ConfigError, match=r"MambaConfig.scan='fast': expected one of \('sequential', 'parallel'\)"):
         MambaConfig(scan="fast")
-    with pytest.raises(ConfigError, match="dt_min"):
+    with pytest.raises(ConfigError, match=r"MambaConfig.discretisation='rk4': expected one of \('euler', 'zoh'\)"):
+        MambaConfig(discretisation="rk4")
+    with pytest.raises(ConfigError, match=r"MambaConfig.dt_max=0.1: expected a number >= 0.5 \(dt_max >= dt_min"):
         MambaConfig(dt_min=0.5, dt_max=0.1)
+    with pytest.raises(ConfigError, match="MambaConfig.dt_min=0.0: expected a number > 0"):
+        MambaConfig(dt_min=0.0)
+    with pytest.raises(ConfigError, match="MambaLM: n_layers=0: expected a positive integer"):
+        MambaLM(10, MambaConfig(d_model=8), n_layers=0)
+    MambaConfig(dt_min=0.1, dt_max=0.1)  # equal bounds are allowed
     assert MambaConfig(d_model=40).dt_rank == 3
 
 

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from course_lib.attention import MultiHeadAttention
 from course_lib.config import ConfigError
+from course_lib import training
 from course_lib.training import Trainer, TrainConfig, clip_grad_norm, cosine_lr, param_groups
 
 
@@ -179,3 +180,189 @@ def test_gradient_checkpointing_same_gradients_less_memory():
     assert p1 < 0.7 * p0
     with pytest.raises(ValueError, match="no `.blocks`"):
         enable_gradient_checkpointing(nn.Linear(2, 2))
+
+
+# --------------------------------------------------------------------------- accumulation and hooks
+def grads_at_first_step(trainer):
+    """Run one Trainer step; return the gradients it hands the optimiser (after accumulation)."""
+    seen = {}
+    step = trainer.opt.step
+
+    def capture(*args, **kwargs):
+        seen.update({n: p.grad.clone() for n, p in trainer.model.named_parameters()})
+        return step(*args, **kwargs)
+    trainer.opt.step = capture
+    trainer.train_step()
+    return seen
+
+
+def test_grad_accumulation_equals_one_big_batch():
+    """k micro-batches of b, accumulated, give the gradient (and the step) of the one batch of k·b that
+    concatenates them, computed here with plain autograd and a plain AdamW, in float64."""
+    from course_lib.data import get_batch
+    from course_lib.training import lm_loss
+    k, b = 3, 4
+    torch.manual_seed(0)
+    model, ref = TinyLM().double(), TinyLM().double()
+    ref.load_state_dict(model.state_dict())
+    tr = Trainer(model, data(), data(seed=1), cfg(max_steps=5, batch_size=b, grad_accum=k, grad_clip=None, seed=7))
+    grads = grads_at_first_step(tr)
+
+    gen = torch.Generator().manual_seed(7)  # the Trainer's sampler: the same k micro-batches, in order
+    micro = [get_batch(data(), b, 16, gen) for _ in range(k)]
+    x, y = torch.cat([m[0] for m in micro]), torch.cat([m[1] for m in micro])  # (k·b, T) each
+    lm_loss(ref, x, y).backward()
+    for n, p in ref.named_parameters():
+        # a summed (not averaged) accumulation would be k times too large here
+        torch.testing.assert_close(grads[n], p.grad, rtol=1e-10, atol=1e-12, msg=n)
+    opt = torch.optim.AdamW(param_groups(ref, 0.1), lr=tr.history.lr[0], betas=tr.cfg.betas, foreach=False)
+    opt.step()
+    for (n, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-10, atol=1e-12, msg=n)
+    assert tr.history.tokens == k * b * 16
+
+
+def test_loss_fn_adds_exactly_its_terms_gradient_and_logs_its_parts():
+    """An aux term c·||W_tok||² must change the gradient by exactly 2c·W_tok (analytic) and nothing
+    else; its parts are logged per step and the evaluation stays the plain LM loss."""
+    from course_lib.training import lm_loss
+    c = 0.3
+
+    def with_aux(model, x, y):
+        lm = lm_loss(model, x, y)
+        aux = c * model.tok.weight.pow(2).sum()
+        return lm + aux, {"lm": lm.item(), "aux": aux}
+
+    torch.manual_seed(0)
+    plain_model, aux_model = TinyLM().double(), TinyLM().double()
+    aux_model.load_state_dict(plain_model.state_dict())
+    w_tok = aux_model.tok.weight.detach().clone()
+    kw = dict(max_steps=5, grad_accum=2, grad_clip=None)
+    plain = Trainer(plain_model, data(), data(seed=1), cfg(**kw))
+    aux = Trainer(aux_model, data(), data(seed=1), cfg(**kw), loss_fn=with_aux)
+    assert aux.evaluate() == plain.evaluate()  # evaluate ignores the loss_fn
+    g_plain, g_aux = grads_at_first_step(plain), grads_at_first_step(aux)
+    for n in g_plain:
+        expected = 2 * c * w_tok if n == "tok.weight" else torch.zeros_like(g_plain[n])  # d(c·||W||²)/dW = 2cW
+        torch.testing.assert_close(g_aux[n] - g_plain[n], expected, rtol=1e-9, atol=1e-12, msg=n)
+    h = aux.history
+    assert set(h.parts) == {"lm", "aux"} and len(h.parts["lm"]) == 1
+    assert h.parts["lm"][0] == pytest.approx(plain.history.train_loss[0], rel=1e-12)
+    assert h.train_loss[0] == pytest.approx(h.parts["lm"][0] + h.parts["aux"][0], rel=1e-12)
+    assert h.parts["aux"][0] == pytest.approx(c * float(w_tok.pow(2).sum()), rel=1e-12)
+    assert plain.history.parts == {}
+
+
+def test_on_step_sees_every_step_before_its_evaluation_callback_only_evaluations():
+    seen, evals = [], []
+
+    def on_step(trainer, info):
+        assert trainer.step == info.step + 1 and trainer.step not in trainer.history.eval_steps  # not evaluated yet
+        seen.append(info)
+
+    torch.manual_seed(0)
+    tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=7, eval_interval=3, grad_accum=2), on_step=on_step)
+    tr.train(steps=4, callback=lambda t: evals.append(t.step))
+    tr.train(callback=lambda t: evals.append(t.step))
+    h = tr.history
+    assert [i.step for i in seen] == list(range(7)) == h.steps
+    assert [i.loss for i in seen] == h.train_loss and [i.lr for i in seen] == h.lr
+    assert [i.grad_norm for i in seen] == h.grad_norm and all(i.parts == {} for i in seen)
+    assert evals == h.eval_steps == [3, 6, 7]
+
+
+@pytest.mark.parametrize("bad,match", [(lambda m, x, y: 1.0, "returned float"),
+                                       (lambda m, x, y: torch.ones(2, requires_grad=True), r"shape \(2,\)"),
+                                       (lambda m, x, y: (torch.ones((), requires_grad=True), [1.0]),
+                                        r"returned \(Tensor, list\)")])
+def test_a_bad_loss_fn_is_explained(bad, match):
+    tr = Trainer(TinyLM(), data(), data(seed=1), cfg(), loss_fn=bad)
+    with pytest.raises(TypeError, match=match):
+        tr.train_step()
+
+
+# --------------------------------------------------------------------------- fast mode
+@pytest.mark.parametrize("bf16,compiler,kind", [(True, "/usr/bin/c++", "bf16+compile"), (True, None, "bf16"),
+                                                (False, "/usr/bin/c++", "compile"), (False, None, "none")])
+def test_fast_mode_picks_what_the_cpu_supports(monkeypatch, bf16, compiler, kind):
+    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: bf16)
+    monkeypatch.setattr(training, "cxx_compiler", lambda: compiler)
+    mode = training.fast_mode("cpu")
+    assert mode.kind == kind
+    assert ("AVX512-BF16/AMX" in mode.why) == bf16 and ("no C++ compiler" in mode.why) == (compiler is None)
+
+
+def test_cpu_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+    real_open = builtins.open
+    for flags, expected in [("fpu avx2 avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+                            ("fpu avx2 avx512f", False)]:
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(
+            tmp_path / "cpuinfo" if p == "/proc/cpuinfo" else p, *a, **k))
+        assert training.cpu_computes_bf16() is expected
+
+
+def test_fast_mode_without_bf16_or_compiler_falls_back_with_a_message(monkeypatch):
+    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(training, "cxx_compiler", lambda: None)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"fast=True\): the CPU has no bf16 arithmetic; no C\+\+ compiler.*"
+                                         r"default speed.*apt install g\+\+"):
+        tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=5, fast=True))
+    torch.manual_seed(0)
+    plain = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=5))
+    tr.train(), plain.train()
+    assert tr.history.train_loss == plain.history.train_loss  # nothing changed
+
+
+def test_fast_mode_bf16_trains_close_to_float32(monkeypatch):
+    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: True)
+    monkeypatch.setattr(training, "cxx_compiler", lambda: None)
+    runs = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=30, fast=fast))
+        tr.train()
+        runs.append(tr)
+    assert runs[1].amp_dtype is torch.bfloat16 and runs[0].amp_dtype is None
+    assert runs[1].history.train_loss != runs[0].history.train_loss  # bf16 really ran
+    assert abs(runs[1].history.val_loss[-1] - runs[0].history.val_loss[-1]) < 0.05
+
+
+def test_fast_mode_survives_a_failing_compiler(monkeypatch):
+    monkeypatch.setattr(training, "cpu_computes_bf16", lambda: False)
+    monkeypatch.setattr(training, "cxx_compiler", lambda: "/usr/bin/c++")
+
+    def broken_compile(model):
+        def call(*args, **kwargs):
+            raise RuntimeError("InductorError: fatal error: Python.h: No such file or directory")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(0)
+    tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=5, fast=True))
+    with pytest.warns(UserWarning, match=r"torch.compile failed \(RuntimeError: InductorError.*Python.h.*\); "
+                                         "training goes on without it"):
+        tr.train()
+    torch.manual_seed(0)
+    plain = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=5))
+    plain.train()
+    assert tr.history.train_loss == plain.history.train_loss and tr.forward_model is tr.model
+
+
+def test_fast_mode_does_not_hide_a_real_error(monkeypatch):
+    monkeypatch.setattr(training, "cxx_compiler", lambda: "/usr/bin/c++")
+    monkeypatch.setattr(torch, "compile", lambda model: lambda *a, **k: model(*a, **k))  # a working "compiler"
+
+    def bad_loss(model, x, y):
+        raise ValueError("the learner's loss is broken")
+
+    tr = Trainer(TinyLM(), data(), data(seed=1), cfg(max_steps=5, fast=True), loss_fn=bad_loss)
+    with pytest.raises(ValueError, match="the learner's loss is broken"):
+        tr.train()
+
+
+def test_fast_and_amp_together_is_explained():
+    with pytest.raises(ConfigError, match=r"fast=True, amp='bf16'.*pass one of them, not both"):
+        cfg(fast=True, amp="bf16")

@@ -62,7 +62,16 @@ def _wraps(attn):
     return sum(attn[..., i, i - 1] for i in range(T)) / T
 
 
-@register("check_previous_token_score", points=2, reference=ref.previous_token_score,
+PREVIOUS_SOLUTION = """import torch
+
+
+def previous_token_score(attn: torch.Tensor) -> torch.Tensor:
+    below = attn.diagonal(offset=-1, dim1=-2, dim2=-1)  # (..., T-1): attn[..., i, i-1] for i = 1 .. T-1
+    return below.mean(-1)  # (...): query 0 has no previous token, so T-1 terms
+"""
+
+
+@register("check_previous_token_score", points=2, reference=PREVIOUS_SOLUTION,
           misconceptions=PREVIOUS_MISCONCEPTIONS,
           hint="Rows are queries, columns keys. The weight query i puts on the token before it is "
                "attn[..., i, i-1], for i = 1..T-1: the sub-diagonal, "

@@ -30,7 +30,17 @@ SOFTMAX_MISCONCEPTIONS = {
 }
 
 
-@register("check_softmax", points=2, reference=ref.softmax, misconceptions=SOFTMAX_MISCONCEPTIONS,
+SOFTMAX_SOLUTION = """import torch
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    x_max = x.amax(dim=dim, keepdim=True)  # cancels in the ratio, but keeps exp() from overflowing
+    e = torch.exp(x - x_max)  # same shape as x; a -inf entry gives exactly 0
+    return e / e.sum(dim=dim, keepdim=True)  # each slice along `dim` sums to 1
+"""
+
+
+@register("check_softmax", points=2, reference=SOFTMAX_SOLUTION, misconceptions=SOFTMAX_MISCONCEPTIONS,
           hint="Exponentiate, then divide by the sum along `dim` (keepdim=True so it broadcasts). "
                "For stability subtract x.amax(dim, keepdim=True) first: softmax(x) = softmax(x - c).")
 def check_softmax(learner):
@@ -95,7 +105,23 @@ def _random_mask(*shape, gen):
     return m
 
 
-@register("check_scaled_dot_product_attention", points=3, reference=ref.scaled_dot_product_attention,
+SDPA_SOLUTION = """import math
+
+import torch
+
+from course_lib.attention import softmax  # part 1 (your softmax gives the same)
+
+
+def scaled_dot_product_attention(q, k, v, mask=None):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # True = may attend; -inf gets weight 0
+    weights = softmax(scores, dim=-1)  # (..., T_q, T_k): each query's weights over the keys sum to 1
+    return weights @ v  # (..., T_q, D_v)
+"""
+
+
+@register("check_scaled_dot_product_attention", points=3, reference=SDPA_SOLUTION,
           misconceptions=SDPA_MISCONCEPTIONS,
           hint="scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)); where the mask is False put "
                "-inf (scores.masked_fill(~mask, float('-inf'))); softmax over the last axis; "
@@ -140,7 +166,15 @@ CAUSAL_MISCONCEPTIONS = {
 }
 
 
-@register("check_causal_mask", points=1, reference=ref.causal_mask, misconceptions=CAUSAL_MISCONCEPTIONS,
+CAUSAL_MASK_SOLUTION = """import torch
+
+
+def causal_mask(T: int) -> torch.Tensor:
+    return torch.ones(T, T, dtype=torch.bool).tril()  # (T, T): query i may attend to keys 0 .. i
+"""
+
+
+@register("check_causal_mask", points=1, reference=CAUSAL_MASK_SOLUTION, misconceptions=CAUSAL_MISCONCEPTIONS,
           hint="Row i is the query at position i; it may see keys 0..i. That is the lower triangle "
                "of a (T, T) boolean matrix: torch.tril(...).")
 def check_causal_mask(learner):
@@ -205,7 +239,34 @@ def _instantiate(cls, d_model, n_heads):
     return m
 
 
-@register("check_multi_head_attention", points=4, reference=ref.MultiHeadAttention,
+MHA_SOLUTION = """import torch
+import torch.nn as nn
+
+from course_lib.attention import scaled_dot_product_attention  # part 2 (yours gives the same)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.o_proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x, mask=None):
+        B, T, C = x.shape
+        H, D = self.n_heads, self.head_dim
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, T, C) -> (B, T, H, D) -> (B, H, T, D)
+        k = self.k_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        v = self.v_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        y = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, D); scaled by 1/sqrt(D), mask broadcasts
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
+        return self.o_proj(y)  # (B, T, C)
+"""
+
+
+@register("check_multi_head_attention", points=4, reference=MHA_SOLUTION,
           misconceptions=MHA_MISCONCEPTIONS,
           hint="Project x with q_proj/k_proj/v_proj, split C into H heads of D = C // H: "
                ".view(B, T, H, D).transpose(1, 2) -> (B, H, T, D). Attend per head (scale by "

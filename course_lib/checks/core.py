@@ -157,7 +157,7 @@ class Check:
     func: Callable
     max_points: int
     hint: str
-    reference: Any  # shown by solution(name)
+    reference: Any  # shown by solution(name): the exercise's answer as code, with its imports
     misconceptions: dict[str, str] = field(default_factory=dict)  # key -> explanation
 
 
@@ -250,8 +250,8 @@ def solution(name: str) -> None:
     if name not in REGISTRY:
         print(f"No check called {name!r}. Known: {', '.join(sorted(REGISTRY))}")
         return
-    ref = REGISTRY[name].reference
-    print(ref if isinstance(ref, str) else inspect.getsource(ref))
+    ref = REGISTRY[name].reference  # a lesson-level answer, runnable on its own (tests/test_printed_solutions.py)
+    print((ref if isinstance(ref, str) else inspect.getsource(ref)).rstrip("\n"))
 
 
 RESULTS_MARKER = "@@COURSE_LIB_RESULTS@@"

@@ -177,7 +177,18 @@ def _diagnose(outs: list, cases: list[_Case]) -> str | None:
     return None
 
 
-@register("check_quantize_per_channel", points=3, reference=quantize_per_channel_reference,
+QUANT_SOLUTION = """import torch
+
+
+def quantize_per_channel(w):
+    absmax = w.abs().amax(dim=1)  # (out,): the largest magnitude in each row
+    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))  # (out,); an all-zero row gets 1
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in)
+    return q, scale
+"""
+
+
+@register("check_quantize_per_channel", points=3, reference=QUANT_SOLUTION,
           misconceptions=QUANT_MISCONCEPTIONS,
           hint="absmax = w.abs().amax(dim=1) (one per output row); scale = absmax / 127, but 1.0 where absmax "
                "is 0; q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8). Return (q, scale).")

@@ -31,7 +31,19 @@ REPEAT_KV_MISCONCEPTIONS = {
 }
 
 
-@register("check_repeat_kv", points=2, reference=ref.repeat_kv, misconceptions=REPEAT_KV_MISCONCEPTIONS,
+REPEAT_KV_SOLUTION = """import torch
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    B, H_kv, T, D = x.shape
+    x = x[:, :, None, :, :].expand(B, H_kv, n_rep, T, D)  # (B, H_kv, n_rep, T, D): a view, no copy yet
+    return x.reshape(B, H_kv * n_rep, T, D)  # (B, H, T, D): heads 0, 0, ..., 1, 1, ...
+"""
+
+
+@register("check_repeat_kv", points=2, reference=REPEAT_KV_SOLUTION, misconceptions=REPEAT_KV_MISCONCEPTIONS,
           hint="(B, H_kv, T, D) -> (B, H_kv * n_rep, T, D) with each kv head copied n_rep times *next to "
                "itself*: x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D).")  # (B, H_kv, T, D) -> (B, H, T, D)
 def check_repeat_kv(learner):
@@ -79,7 +91,31 @@ ONLINE_MISCONCEPTIONS = {
 }
 
 
-@register("check_online_softmax_attention", points=4, reference=eff.online_softmax_attention,
+ONLINE_SOLUTION = """import math
+
+import torch
+
+
+def online_softmax_attention(q, k, v, block_size):
+    scale = 1.0 / math.sqrt(q.size(-1))
+    m = q.new_full((*q.shape[:-1], 1), float("-inf"))  # (..., T_q, 1): running max
+    l = q.new_zeros((*q.shape[:-1], 1))  # (..., T_q, 1): running sum of exp(s - m)
+    acc = q.new_zeros((*q.shape[:-1], v.size(-1)))  # (..., T_q, D_v): running sum of exp(s - m) v
+    for start in range(0, k.size(-2), block_size):
+        kb = k[..., start:start + block_size, :]  # (..., b, D); the last block may be shorter
+        vb = v[..., start:start + block_size, :]  # (..., b, D_v)
+        s = q @ kb.transpose(-2, -1) * scale  # (..., T_q, b)
+        m_new = torch.maximum(m, s.amax(-1, keepdim=True))  # (..., T_q, 1)
+        correction = torch.exp(m - m_new)  # (..., T_q, 1): what was summed under the old max, rescaled
+        p = torch.exp(s - m_new)  # (..., T_q, b)
+        l = l * correction + p.sum(-1, keepdim=True)
+        acc = acc * correction + p @ vb  # (..., T_q, D_v)
+        m = m_new
+    return acc / l  # (..., T_q, D_v)
+"""
+
+
+@register("check_online_softmax_attention", points=4, reference=ONLINE_SOLUTION,
           misconceptions=ONLINE_MISCONCEPTIONS,
           hint="Keep per query m (running max, start at -inf), l (running sum, 0) and acc (0). For each key "
                "block: s = q @ kb.T / sqrt(D); m_new = max(m, s.max(-1)); c = exp(m - m_new); "
@@ -115,7 +151,17 @@ SW_MASK_MISCONCEPTIONS = {
 }
 
 
-@register("check_sliding_window_mask", points=2, reference=ref.sliding_window_mask,
+SW_MASK_SOLUTION = """import torch
+
+
+def sliding_window_mask(T, window):
+    i = torch.arange(T)[:, None]  # (T, 1): query positions
+    j = torch.arange(T)[None, :]  # (1, T): key positions
+    return (i - j >= 0) & (i - j < window)  # (T, T): the token itself and the window - 1 before it
+"""
+
+
+@register("check_sliding_window_mask", points=2, reference=SW_MASK_SOLUTION,
           misconceptions=SW_MASK_MISCONCEPTIONS,
           hint="Entry (i, j) is True when 0 <= i - j < window. With i = torch.arange(T)[:, None] and "
                "j = torch.arange(T)[None, :] that is one line of broadcasting.")
@@ -155,7 +201,26 @@ SW_ATTN_MISCONCEPTIONS = {
 }
 
 
-@register("check_sliding_window_attention", points=4, reference=eff.sliding_window_attention,
+SW_ATTN_SOLUTION = """import math
+
+import torch
+import torch.nn.functional as F
+
+
+def sliding_window_attention(q, k, v, window):
+    T = q.size(2)
+    # window - 1 zero rows *before* position 0 (the past), then overlapping windows as a strided view
+    k_win = F.pad(k, (0, 0, window - 1, 0)).unfold(2, window, 1)  # (B, H, T, D, w): slot s = key t - w + 1 + s
+    v_win = F.pad(v, (0, 0, window - 1, 0)).unfold(2, window, 1)  # (B, H, T, D, w)
+    scores = torch.einsum("bhtd,bhtdw->bhtw", q, k_win) / math.sqrt(q.size(-1))  # (B, H, T, w)
+    slot = torch.arange(window)[None, :]  # (1, w)
+    real = torch.arange(T)[:, None] + slot >= window - 1  # (T, w): False on the padded slots
+    weights = torch.softmax(scores.masked_fill(~real, float("-inf")), dim=-1)  # (B, H, T, w)
+    return torch.einsum("bhtw,bhtdw->bhtd", weights, v_win)  # (B, H, T, D)
+"""
+
+
+@register("check_sliding_window_attention", points=4, reference=SW_ATTN_SOLUTION,
           misconceptions=SW_ATTN_MISCONCEPTIONS,
           hint="Pad k and v with window-1 zero rows at the start (the past), k_win = k_pad.unfold(-2, window, 1) "
                "-> (B, H, T, D, w); scores = einsum('bhtd,bhtdw->bhtw', q, k_win) / sqrt(D); set the padded "
@@ -212,7 +277,21 @@ LINEAR_MISCONCEPTIONS = {
 }
 
 
-@register("check_causal_linear_attention", points=3, reference=eff.causal_linear_attention,
+LINEAR_SOLUTION = """import torch
+import torch.nn.functional as F
+
+
+def causal_linear_attention(q, k, v):
+    fq, fk = F.elu(q) + 1, F.elu(k) + 1  # (..., T, D): φ(x) = elu(x) + 1 > 0
+    s = torch.cumsum(fk[..., :, :, None] * v[..., :, None, :], dim=-3)  # (..., T, D, D_v): Σ_{j<=t} φ(k_j) v_jᵀ
+    z = torch.cumsum(fk, dim=-2)  # (..., T, D): z_t = Σ_{j<=t} φ(k_j)
+    num = torch.einsum("...td,...tde->...te", fq, s)  # (..., T, D_v): φ(q_t)ᵀ S_t
+    den = torch.einsum("...td,...td->...t", fq, z)  # (..., T): φ(q_t)ᵀ z_t
+    return num / den[..., None]  # (..., T, D_v)
+"""
+
+
+@register("check_causal_linear_attention", points=3, reference=LINEAR_SOLUTION,
           misconceptions=LINEAR_MISCONCEPTIONS,
           hint="φ = F.elu(x) + 1. S = torch.cumsum(φk[..., :, :, None] * v[..., :, None, :], dim=-3) is "
                "(B, H, T, D, D_v); z = φk.cumsum(-2). out_t = φq_t·S_t / φq_t·z_t (einsum '...td,...tde->...te').")

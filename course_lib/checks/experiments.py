@@ -242,7 +242,29 @@ def _as_number(value) -> float | None:
     return None
 
 
-@register("check_eval_at_length", points=3, reference=eval_at_length, misconceptions=MISCONCEPTIONS,
+EVAL_SOLUTION = """import torch
+import torch.nn.functional as F
+
+from course_lib.data import get_batch  # lesson 10's batcher, as the exercise says
+
+
+def eval_at_length(model, data, length: int, n_batches: int, batch_size: int,
+                   generator: torch.Generator) -> float:
+    was_training = model.training
+    model.eval()  # dropout off
+    device = next(model.parameters()).device
+    losses = []
+    with torch.no_grad():
+        for _ in range(n_batches):
+            x, y = get_batch(data, batch_size, length, generator, device)  # (B, T) each; y is x shifted by one
+            logits = model(x)  # (B, T, V)
+            losses.append(F.cross_entropy(logits.flatten(0, 1), y.flatten()).item())  # mean over B·T positions
+    model.train(was_training)  # leave the model in the mode it was in
+    return sum(losses) / len(losses)
+"""
+
+
+@register("check_eval_at_length", points=3, reference=EVAL_SOLUTION, misconceptions=MISCONCEPTIONS,
           hint="For each of n_batches: x, y = get_batch(data, batch_size, length, generator, device) (y is x "
                "shifted by one), logits = model(x), loss = F.cross_entropy over all B·T positions. Run it "
                "with model.eval() under torch.no_grad(), restore model.train(was_training) at the end, "

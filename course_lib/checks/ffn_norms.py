@@ -88,7 +88,18 @@ GELU_MISCONCEPTIONS = {
 }
 
 
-@register("check_gelu", points=1, reference=ref_ffn.gelu_tanh, misconceptions=GELU_MISCONCEPTIONS,
+GELU_SOLUTION = """import math
+
+import torch
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    # the tanh form used by GPT-2 ("gelu_new" in Hugging Face), element by element
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+"""
+
+
+@register("check_gelu", points=1, reference=GELU_SOLUTION, misconceptions=GELU_MISCONCEPTIONS,
           hint="GELU(x) ≈ 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))). Use math.sqrt(2 / math.pi) "
                "and torch.tanh; every operation is element-wise.")
 def check_gelu(learner):
@@ -158,7 +169,26 @@ def _norm_cases(learner, what, kind, specs, seed):
     return cases
 
 
-@register("check_layer_norm", points=2, reference=ref_norms.LayerNorm, misconceptions=LAYER_NORM_MISCONCEPTIONS,
+LAYER_NORM_SOLUTION = """import torch
+import torch.nn as nn
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))  # γ
+        self.bias = nn.Parameter(torch.zeros(d))  # β
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(-1, keepdim=True)  # (B, T, 1): one mean per token
+        var = (x - mean).pow(2).mean(-1, keepdim=True)  # (B, T, 1): biased, divide by d
+        h = (x - mean) / torch.sqrt(var + self.eps)  # (B, T, C): mean 0, variance 1 per token
+        return h * self.weight + self.bias  # (B, T, C)
+"""
+
+
+@register("check_layer_norm", points=2, reference=LAYER_NORM_SOLUTION, misconceptions=LAYER_NORM_MISCONCEPTIONS,
           hint="Over the last axis: mean = x.mean(-1, keepdim=True); var = ((x - mean)**2).mean(-1, "
                "keepdim=True) (biased); y = (x - mean) / torch.sqrt(var + eps); return y * weight + bias. "
                "weight starts at ones, bias at zeros.")
@@ -188,7 +218,24 @@ RMS_NORM_MISCONCEPTIONS = {
 }
 
 
-@register("check_rms_norm", points=2, reference=ref_norms.RMSNorm, misconceptions=RMS_NORM_MISCONCEPTIONS,
+RMS_NORM_SOLUTION = """import torch
+import torch.nn as nn
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))  # γ; no β
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # half inputs: compute in float32
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)  # (B, T, C): root mean square 1
+        return self.weight * h.to(x.dtype)  # cast back first, then the gain (as LLaMA does)
+"""
+
+
+@register("check_rms_norm", points=2, reference=RMS_NORM_SOLUTION, misconceptions=RMS_NORM_MISCONCEPTIONS,
           hint="y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps); return weight * y. No mean is "
                "subtracted and there is no bias. For float16/bfloat16 inputs compute in float32 and cast "
                "back with .to(x.dtype) so the output keeps the input's dtype.")
@@ -249,7 +296,25 @@ def _swiglu_module(learner, d, d_ff):
     return m
 
 
-@register("check_swiglu_ffn", points=2, reference=ref_ffn.GatedFeedForward, misconceptions=SWIGLU_MISCONCEPTIONS,
+SWIGLU_SOLUTION = """import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SwiGLUFFN(nn.Module):
+    def __init__(self, d_model: int, d_ff: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.silu(self.gate_proj(x)) * self.up_proj(x)  # (B, T, d_ff): only the gate goes through SiLU
+        return self.down_proj(h)  # (B, T, C)
+"""
+
+
+@register("check_swiglu_ffn", points=2, reference=SWIGLU_SOLUTION, misconceptions=SWIGLU_MISCONCEPTIONS,
           hint="Three bias-free nn.Linear layers: gate_proj and up_proj (d_model -> d_ff), down_proj "
                "(d_ff -> d_model). forward: down_proj(F.silu(gate_proj(x)) * up_proj(x)).")
 def check_swiglu_ffn(learner):
@@ -311,7 +376,30 @@ PRE_NORM_MISCONCEPTIONS = {
 }
 
 
-@register("check_pre_norm_block", points=3, reference=pre_norm_forward, misconceptions=PRE_NORM_MISCONCEPTIONS,
+PRE_NORM_SOLUTION = """import torch
+import torch.nn as nn
+
+# the sub-modules the exercise builds for you
+from course_lib.attention import MultiHeadAttention
+from course_lib.ffn import GatedFeedForward
+from course_lib.norms import LayerNorm as ReferenceLayerNorm
+
+
+class PreNormBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+        super().__init__()
+        self.attn_norm = ReferenceLayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.ffn_norm = ReferenceLayerNorm(d_model)
+        self.ffn = GatedFeedForward(d_model, d_ff)  # SwiGLU
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = x + self.attn(self.attn_norm(x), mask)  # (B, T, C): the norm touches only the sub-layer's input
+        return h + self.ffn(self.ffn_norm(h))  # (B, T, C)
+"""
+
+
+@register("check_pre_norm_block", points=3, reference=PRE_NORM_SOLUTION, misconceptions=PRE_NORM_MISCONCEPTIONS,
           hint="Two residual steps: x = x + self.attn(self.attn_norm(x), mask), then "
                "x = x + self.ffn(self.ffn_norm(x)). The norm touches only the sub-layer's input.")
 def check_pre_norm_block(learner):

@@ -55,7 +55,21 @@ def _empirical(samples: torch.Tensor, V: int) -> torch.Tensor:
     return torch.bincount(samples.flatten().long(), minlength=V).double() / samples.numel()  # (N,) -> (V,) frequencies
 
 
-@register("check_sample_top_p", points=3, reference=top_p_filter, misconceptions=TOP_P_MISCONCEPTIONS,
+TOP_P_SOLUTION = """import torch
+
+
+def sample_top_p(logits, p, generator, temperature=1.0):
+    probs = torch.softmax(logits / temperature, dim=-1)  # (N, V): the temperature divides the logits
+    sorted_probs, order = probs.sort(dim=-1, descending=True)  # (N, V) each, most likely first
+    before = sorted_probs.cumsum(-1) - sorted_probs  # (N, V): the mass strictly before each token
+    sorted_probs = sorted_probs.masked_fill(before >= p, 0.0)  # keeps the token that crosses p
+    sorted_probs = sorted_probs / sorted_probs.sum(-1, keepdim=True)  # renormalise the nucleus
+    choice = torch.multinomial(sorted_probs, 1, generator=generator)  # (N, 1): a position in sorted order
+    return order.gather(-1, choice).squeeze(-1)  # (N,): back to token ids
+"""
+
+
+@register("check_sample_top_p", points=3, reference=TOP_P_SOLUTION, misconceptions=TOP_P_MISCONCEPTIONS,
           hint="Divide logits by temperature; softmax; sort descending; cumulative sum; drop tokens whose "
                "cumulative probability *before* them is already >= p; renormalise; torch.multinomial with "
                "the generator; map the sampled positions back to token ids.")
@@ -146,7 +160,22 @@ def _count_lengths(model):
     return lengths, handle
 
 
-@register("check_generate", points=3, reference="course_lib.generation.generate (greedy)",
+GENERATE_SOLUTION = """import torch
+
+
+@torch.no_grad()
+def generate(model, idx, n, use_cache=True):
+    cache = model.new_cache() if use_cache else None
+    for step in range(n):
+        fresh = idx if cache is None or step == 0 else idx[:, -1:]  # the cache holds everything before
+        logits = model(fresh, cache=cache).logits[:, -1]  # (B, V): the last position predicts the next token
+        next_id = logits.argmax(-1, keepdim=True)  # (B, 1): greedy
+        idx = torch.cat([idx, next_id], dim=1)  # (B, T + step + 1)
+    return idx  # (B, T + n)
+"""
+
+
+@register("check_generate", points=3, reference=GENERATE_SOLUTION,
           misconceptions=GENERATE_MISCONCEPTIONS,
           hint="cache = model.new_cache(); logits = model(idx, cache=cache).logits[:, -1] for the prompt; "
                "then loop: next = logits.argmax(-1); append it; logits = model(next[:, None], cache=cache)"

@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from course_lib.attention import causal_mask
-from course_lib.models import bert as ref_bert
 from course_lib.models import t5 as ref_t5
 from course_lib.models.gpt import GPT, GPTConfig, gpt_block
 from course_lib.norms import LayerNorm
@@ -88,7 +87,33 @@ def _randomise_norms(m: nn.Module, seed: int) -> None:
                 p.copy_((1.0 if pname == "weight" else 0.0) + 0.3 * torch.randn(p.shape, generator=g))
 
 
-@register("check_decoder_block", points=3, reference=decoder_block_forward, misconceptions=DECODER_MISCONCEPTIONS,
+DECODER_SOLUTION = """import torch
+import torch.nn as nn
+
+# the sub-modules the exercise builds for you
+from course_lib.attention import CrossAttention, MultiHeadAttention
+from course_lib.ffn import FeedForward
+from course_lib.norms import LayerNorm
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int):
+        super().__init__()
+        self.attn_norm = LayerNorm(d_model)
+        self.attn = MultiHeadAttention(d_model, n_heads)
+        self.cross_attn_norm = LayerNorm(d_model)
+        self.cross_attn = CrossAttention(d_model, n_heads)
+        self.ffn_norm = LayerNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), is_causal=True)  # (B, T, C): causal self-attention
+        x = x + self.cross_attn(self.cross_attn_norm(x), memory, memory_mask)  # (B, T, C): K, V from the encoder
+        return x + self.ffn(self.ffn_norm(x))  # (B, T, C)
+"""
+
+
+@register("check_decoder_block", points=3, reference=DECODER_SOLUTION, misconceptions=DECODER_MISCONCEPTIONS,
           hint="Three residual steps, each x = x + sublayer(norm(x)): causal self-attention "
                "self.attn(h, is_causal=True); cross-attention self.cross_attn(h, memory, memory_mask) "
                "(queries from the decoder, keys/values from the encoder); then self.ffn(h).")
@@ -150,7 +175,24 @@ def _rate_ok(k: int, n: int, p: float, z: float = 5.0) -> bool:
     return n > 0 and abs(k / n - p) <= z * math.sqrt(p * (1 - p) / n) + 1e-9
 
 
-@register("check_mlm_mask", points=3, reference=ref_bert.mlm_mask, misconceptions=MLM_MISCONCEPTIONS,
+MLM_SOLUTION = """import torch
+
+
+def mlm_mask(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, p: float = 0.15,
+             special_ids=()) -> tuple[torch.Tensor, torch.Tensor]:
+    special = torch.isin(input_ids, torch.tensor(list(special_ids), dtype=input_ids.dtype))  # (B, T)
+    chosen = (torch.rand(input_ids.shape) < p) & ~special  # (B, T): the tokens to predict
+    to_mask = chosen & (torch.rand(input_ids.shape) < 0.8)  # 80 % of the chosen
+    to_random = chosen & ~to_mask & (torch.rand(input_ids.shape) < 0.5)  # half of the other 20 %: 10 %
+    random_ids = torch.randint(vocab_size, input_ids.shape)  # (B, T)
+    masked = input_ids.masked_fill(to_mask, mask_token_id)  # a new tensor: input_ids is left alone
+    masked = torch.where(to_random, random_ids, masked)  # 10 % random; the other 10 % stay unchanged
+    labels = input_ids.masked_fill(~chosen, -100)  # (B, T): -100 is ignored by F.cross_entropy
+    return masked, labels
+"""
+
+
+@register("check_mlm_mask", points=3, reference=MLM_SOLUTION, misconceptions=MLM_MISCONCEPTIONS,
           hint="chosen = (rand < p) & ~special; of the chosen: to_mask = rand < 0.8, to_random = the rest "
                "with probability 0.5; labels = input_ids where chosen, -100 elsewhere. Build new tensors "
                "(masked_fill / torch.where), never edit input_ids.")
@@ -231,7 +273,17 @@ SHIFT_MISCONCEPTIONS = {
 }
 
 
-@register("check_shift_right", points=2, reference=ref_t5.shift_right, misconceptions=SHIFT_MISCONCEPTIONS,
+SHIFT_SOLUTION = """import torch
+
+
+def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id: int) -> torch.Tensor:
+    start = labels.new_full((labels.size(0), 1), decoder_start_token_id)  # (B, 1)
+    shifted = torch.cat([start, labels[:, :-1]], dim=1)  # (B, T): step t sees the label of step t - 1
+    return shifted.masked_fill(shifted == -100, pad_token_id)  # -100 is not a token: pad instead
+"""
+
+
+@register("check_shift_right", points=2, reference=SHIFT_SOLUTION, misconceptions=SHIFT_MISCONCEPTIONS,
           hint="start = a (B, 1) column of decoder_start_token_id; shifted = torch.cat([start, labels[:, :-1]], "
                "dim=1); then shifted.masked_fill(shifted == -100, pad_token_id).")
 def check_shift_right(learner):
@@ -312,7 +364,35 @@ def _gpt_reference(m: nn.Module, cfg: GPTConfig) -> GPT:
     return ref
 
 
-@register("check_gpt_forward", points=3, reference=ReferenceMiniGPT, misconceptions=GPT_MISCONCEPTIONS,
+GPT_SOLUTION = """import torch
+import torch.nn as nn
+
+# the parts the exercise hands you: lesson 03's pre-LN block (built by gpt_block) and LayerNorm
+from course_lib.models.gpt import GPTConfig, gpt_block
+from course_lib.norms import LayerNorm
+
+
+class MiniGPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.max_positions, config.d_model)
+        self.blocks = nn.ModuleList(gpt_block(config) for _ in range(config.n_layers))
+        self.final_norm = LayerNorm(config.d_model, eps=config.eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.tok_emb.weight  # tied: one matrix embeds and scores tokens
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.size(1)
+        x = self.tok_emb(input_ids) + self.pos_emb(torch.arange(T))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, is_causal=True)  # (B, T, C)
+        return self.lm_head(self.final_norm(x))  # (B, T, V)
+"""
+
+
+@register("check_gpt_forward", points=3, reference=GPT_SOLUTION, misconceptions=GPT_MISCONCEPTIONS,
           hint="x = tok_emb(ids) + pos_emb(torch.arange(T)); each block: x = block(x, is_causal=True); "
                "logits = lm_head(final_norm(x)) with self.lm_head.weight = self.tok_emb.weight.")
 def check_gpt_forward(learner):

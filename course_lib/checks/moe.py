@@ -56,7 +56,17 @@ def _grade_tuple(learner, cases: list[Case], reference, variants: dict, arg_name
     return len(cases)
 
 
-@register("check_top_k_routing", points=2, reference=ref.top_k_routing, misconceptions=ROUTING_MISCONCEPTIONS,
+ROUTING_SOLUTION = """import torch
+
+
+def top_k_routing(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    probs = torch.softmax(router_logits, dim=-1)  # (N, E): over the experts, never over the tokens
+    weights, indices = probs.topk(k, dim=-1)  # (N, k) each, best expert first
+    return weights / weights.sum(dim=-1, keepdim=True), indices  # a token's k weights sum to 1
+"""
+
+
+@register("check_top_k_routing", points=2, reference=ROUTING_SOLUTION, misconceptions=ROUTING_MISCONCEPTIONS,
           hint="probs = torch.softmax(router_logits, dim=-1) (over the experts); weights, indices = "
                "probs.topk(k, dim=-1); then weights / weights.sum(-1, keepdim=True) so each token's k "
                "weights sum to 1.")
@@ -114,7 +124,19 @@ def _balance_cases(g) -> list[Case]:
     return cases
 
 
-@register("check_load_balancing_loss", points=2, reference=ref.load_balancing_loss,
+BALANCE_SOLUTION = """import torch
+import torch.nn.functional as F
+
+
+def load_balancing_loss(router_probs: torch.Tensor, expert_indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+    chosen = F.one_hot(expert_indices, n_experts).sum(dim=1)  # (N, k) -> (N, k, E) -> (N, E): choices per expert
+    f = chosen.to(router_probs.dtype).mean(dim=0)  # (E,): fraction of tokens per expert, a count (no gradient)
+    P = router_probs.mean(dim=0)  # (E,): mean router probability; the gradient flows through it
+    return n_experts * (f * P).sum()
+"""
+
+
+@register("check_load_balancing_loss", points=2, reference=BALANCE_SOLUTION,
           misconceptions=BALANCE_MISCONCEPTIONS,
           hint="f = F.one_hot(expert_indices, n_experts).sum(1).float().mean(0) — the fraction of tokens "
                "that chose each expert; P = router_probs.mean(0); return n_experts * (f * P).sum().")
@@ -201,7 +223,41 @@ def _instantiate(cls, *args) -> nn.Module:
     return m
 
 
-@register("check_sparse_moe", points=4, reference=sparse_moe_forward, misconceptions=MOE_MISCONCEPTIONS,
+MOE_SOLUTION = """import torch
+import torch.nn as nn
+
+# what the exercise imports for you: the experts, the capacity helpers and part 1's routing
+from course_lib.ffn import GatedFeedForward
+from course_lib.moe import capacity_mask, expert_capacity
+from course_lib.moe import top_k_routing as reference_top_k_routing
+
+
+class SparseMoE(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, n_experts: int = 4, top_k: int = 2,
+                 capacity_factor: float | None = None):
+        super().__init__()
+        self.n_experts, self.top_k, self.capacity_factor = n_experts, top_k, capacity_factor
+        self.gate = nn.Linear(d_model, n_experts, bias=False)  # the router
+        self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff) for _ in range(n_experts))  # SwiGLU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        h = x.reshape(-1, C)  # (N, C): one row per token
+        weights, indices = reference_top_k_routing(self.gate(h), self.top_k)  # (N, k) each
+        kept = torch.ones_like(indices, dtype=torch.bool)  # (N, k): without a capacity every choice fits
+        if self.capacity_factor is not None:
+            capacity = expert_capacity(h.size(0), self.n_experts, self.top_k, self.capacity_factor)
+            kept = capacity_mask(indices, self.n_experts, capacity)  # (N, k)
+        y = torch.zeros_like(h)  # (N, C)
+        for e, expert in enumerate(self.experts):
+            token, choice = torch.where((indices == e) & kept)  # (n,) each: who chose e and got a slot
+            out = expert(h[token]) * weights[token, choice, None]  # (n, C): only those tokens run
+            y = y.index_add(0, token, out)  # (N, C)
+        return x + y.view(B, T, C)  # (N, C) -> (B, T, C), plus the residual
+"""
+
+
+@register("check_sparse_moe", points=4, reference=MOE_SOLUTION, misconceptions=MOE_MISCONCEPTIONS,
           hint="Flatten x to (N, C); weights, indices = top_k_routing(self.gate(h), self.top_k); with a "
                "capacity factor, kept = capacity_mask(indices, ...). For each expert e: token, choice = "
                "torch.where((indices == e) & kept); add expert(h[token]) * weights[token, choice, None] into "

@@ -40,7 +40,19 @@ SINUSOIDAL_MISCONCEPTIONS = {
 }
 
 
-@register("check_sinusoidal_encoding", points=2, reference=ref.sinusoidal_encoding,
+SINUSOIDAL_SOLUTION = """import torch
+
+
+def sinusoidal_encoding(T: int, d: int) -> torch.Tensor:
+    pos = torch.arange(T, dtype=torch.float32)[:, None]  # (T, 1)
+    inv_freq = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,): 1 / 10000^(2i/d)
+    angles = pos * inv_freq  # (T, d/2)
+    pe = torch.stack([angles.sin(), angles.cos()], dim=-1)  # (T, d/2, 2): sin and cos of the same angle
+    return pe.flatten(-2)  # (T, d): sin in columns 0, 2, 4, ..., cos in 1, 3, 5, ...
+"""
+
+
+@register("check_sinusoidal_encoding", points=2, reference=SINUSOIDAL_SOLUTION,
           misconceptions=SINUSOIDAL_MISCONCEPTIONS,
           hint="angles[pos, i] = pos / 10000 ** (2i / d) for i = 0 .. d/2 - 1 (torch.arange(0, d, 2) gives "
                "2i directly). Put sin(angles) in columns 0, 2, 4, ... and cos(angles) in 1, 3, 5, ... "
@@ -124,7 +136,10 @@ ROPE_HALF_MISCONCEPTIONS = {
 }
 
 
-ROPE_SOLUTION = """def apply_rope(x, positions, theta=10000.0):
+ROPE_SOLUTION = """import torch
+
+
+def apply_rope(x, positions, theta=10000.0):
     D = x.size(-1)
     inv_freq = theta ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)  # (D/2,)
     angles = positions[..., None].float() * inv_freq  # (..., T, D/2)
@@ -136,7 +151,10 @@ ROPE_SOLUTION = """def apply_rope(x, positions, theta=10000.0):
     return rotated.flatten(-2)  # (B, H, T, D)
 """
 
-ROPE_HALF_SOLUTION = """def apply_rope_half(x, positions, theta=10000.0):
+ROPE_HALF_SOLUTION = """import torch
+
+
+def apply_rope_half(x, positions, theta=10000.0):
     D = x.size(-1)
     inv_freq = theta ** (-torch.arange(0, D, 2, dtype=torch.float32) / D)  # (D/2,)
     angles = positions[..., None].float() * inv_freq  # (..., T, D/2)
@@ -218,7 +236,23 @@ ALIBI_MISCONCEPTIONS = {
 }
 
 
-@register("check_alibi_slopes", points=2, reference=ref.alibi_slopes, misconceptions=ALIBI_MISCONCEPTIONS,
+ALIBI_SOLUTION = """import math
+
+import torch
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    def power_of_two(n):  # n a power of two: 2^(-8/n), 2^(-16/n), ..., 2^(-8)
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    p = 2 ** math.floor(math.log2(n_heads))  # the largest power of two <= n_heads
+    slopes = power_of_two(p) + power_of_two(2 * p)[0::2][: n_heads - p]  # then every other 2p-head slope
+    return torch.tensor(slopes, dtype=torch.float32)  # (H,)
+"""
+
+
+@register("check_alibi_slopes", points=2, reference=ALIBI_SOLUTION, misconceptions=ALIBI_MISCONCEPTIONS,
           hint="For n a power of two: start = 2 ** (-8 / n), slopes = [start ** (i + 1) for i in range(n)]. "
                "Otherwise let p = 2 ** floor(log2(n)): the p slopes for p heads, then the 2p-head slopes "
                "[0::2][: n - p]. Return torch.tensor(slopes) (float32, shape (n,)).")
@@ -271,7 +305,29 @@ def _rel(T_q, T_k, offset=0):
     return torch.arange(T_k)[None, :] - (torch.arange(T_q)[:, None] + offset)  # (T_q, T_k)
 
 
-@register("check_relative_position_bucket", points=3, reference=ref.relative_position_bucket,
+T5_BUCKET_SOLUTION = """import math
+
+import torch
+
+
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True,
+                             num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    buckets = torch.zeros_like(relative_position)  # same shape, torch.long
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets  # keys after the query: upper half
+        n = relative_position.abs()
+    else:
+        n = (-relative_position).clamp(min=0)  # causal: only the past counts, the future is 0
+    max_exact = num_buckets // 2
+    # log-spaced from max_exact to max_distance; clamp(min=1) only avoids log(0) where it is not used
+    log_ratio = torch.log(n.clamp(min=1).float() / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(n < max_exact, n, large)
+"""
+
+
+@register("check_relative_position_bucket", points=3, reference=T5_BUCKET_SOLUTION,
           misconceptions=T5_MISCONCEPTIONS,
           hint="If bidirectional: halve num_buckets, add num_buckets where relative_position > 0, and use "
                "n = |relative_position|; else n = (-relative_position).clamp(min=0). With max_exact = "

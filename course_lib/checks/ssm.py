@@ -72,7 +72,23 @@ def _cases(g) -> list[Case]:
     return cases
 
 
-@register("check_selective_scan", points=4, reference=selective_scan_reference, misconceptions=SCAN_MISCONCEPTIONS,
+SCAN_SOLUTION = """import torch
+
+
+def selective_scan(x, delta, A, B, C, D):
+    h = x.new_zeros(x.size(0), x.size(2), A.size(1))  # (B, E, N): the state starts at zero
+    ys = []
+    for t in range(x.size(1)):
+        dt = delta[:, t, :, None]  # (B, E, 1): one step size per channel
+        A_bar = torch.exp(dt * A)  # (B, E, N): zero-order hold
+        B_bar = dt * B[:, t, None, :]  # (B, E, N)
+        h = A_bar * h + B_bar * x[:, t, :, None]  # (B, E, N)
+        ys.append((h * C[:, t, None, :]).sum(-1) + D * x[:, t])  # (B, E): C_t · h_t over the N states
+    return torch.stack(ys, dim=1)  # (B, T, E)
+"""
+
+
+@register("check_selective_scan", points=4, reference=SCAN_SOLUTION, misconceptions=SCAN_MISCONCEPTIONS,
           hint="h = zeros (B, E, N). For each t: dt = delta[:, t, :, None]; A_bar = exp(dt * A); "
                "B_bar = dt * B[:, t, None, :]; h = A_bar * h + B_bar * x[:, t, :, None]; "
                "y_t = (h * C[:, t, None, :]).sum(-1) + D * x[:, t]. Stack the y_t on dim 1.")

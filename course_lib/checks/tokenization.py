@@ -44,7 +44,20 @@ _CASES = [
 ]
 
 
-@register("check_bpe_merge", points=2, reference=merge_pair, misconceptions=BPE_MISCONCEPTIONS,
+BPE_SOLUTION = """def bpe_merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)  # a merge consumes two tokens: [a, a, a] -> [X, a]
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out  # a new list; ids is left alone
+"""
+
+
+@register("check_bpe_merge", points=2, reference=BPE_SOLUTION, misconceptions=BPE_MISCONCEPTIONS,
           hint="Walk i from 0: if ids[i], ids[i+1] is the pair, append new_id and jump i += 2; "
                "otherwise append ids[i] and i += 1. Return a new list.")
 def check_bpe_merge(learner):

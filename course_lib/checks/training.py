@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from course_lib.training import clip_grad_norm, cosine_lr
+from course_lib.training import cosine_lr
 from .core import Mismatch, call_learner, register
 
 _LR_CONFIGS = [(10, 100, 1e-3, 1e-4), (0, 50, 6e-4, 6e-5), (3, 8, 1.0, 0.0)]
@@ -46,7 +46,20 @@ LR_MISCONCEPTIONS = {
 }
 
 
-@register("check_cosine_lr", points=2, reference=cosine_lr, misconceptions=LR_MISCONCEPTIONS,
+COSINE_SOLUTION = """import math
+
+
+def cosine_lr(step: int, warmup: int, total: int, max_lr: float, min_lr: float) -> float:
+    if step < warmup:
+        return max_lr * (step + 1) / warmup  # the first step already learns; step warmup - 1 has max_lr
+    if step >= total:
+        return min_lr
+    progress = (step - warmup) / (total - warmup)  # 0 -> 1 over the decay
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+"""
+
+
+@register("check_cosine_lr", points=2, reference=COSINE_SOLUTION, misconceptions=LR_MISCONCEPTIONS,
           hint="Three regions: step < warmup -> max_lr·(step+1)/warmup; step >= total -> min_lr; "
                "otherwise min_lr + ½(1 + cos(π·(step−warmup)/(total−warmup)))·(max_lr − min_lr).")
 def check_cosine_lr(learner):
@@ -93,7 +106,20 @@ CLIP_MISCONCEPTIONS = {
 }
 
 
-@register("check_clip_grad_norm", points=2, reference=clip_grad_norm, misconceptions=CLIP_MISCONCEPTIONS,
+CLIP_SOLUTION = """import torch
+
+
+def clip_grad_norm(parameters, max_norm: float):
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.sqrt(sum((g ** 2).sum() for g in grads))  # the L2 norm of all entries together
+    if total > max_norm:
+        for g in grads:
+            g.mul_(max_norm / (total + 1e-6))  # in place, one scale for every gradient
+    return total  # measured before clipping
+"""
+
+
+@register("check_clip_grad_norm", points=2, reference=CLIP_SOLUTION, misconceptions=CLIP_MISCONCEPTIONS,
           hint="total = sqrt(sum over parameters of (p.grad**2).sum()); if total > max_norm, multiply "
                "every p.grad in place by max_norm / total. Return total (before clipping).")
 def check_clip_grad_norm(learner):

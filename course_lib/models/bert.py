@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from course_lib.attention import MultiHeadAttention
+from course_lib.attention import MultiHeadAttention, padding_mask
 from course_lib.blocks import Block
-from course_lib.config import ConfigError, check_positive, check_range
-from course_lib.ffn import get_activation, make_ffn
-from course_lib.models.common import ModelOutput, check_divisible, check_input_ids, init_normal, run_blocks
+from course_lib.config import check_choice, check_divisible, check_positive, check_range, make_config
+from course_lib.ffn import check_activation, get_activation, make_ffn
+from course_lib.models.common import ModelOutput, check_input_ids, init_normal, run_blocks
 from course_lib.norms import make_norm
 from course_lib.positional import LearnedPositionalEmbedding
 
@@ -47,14 +47,11 @@ class BertConfig:
     def __post_init__(self):
         check_positive(self, "vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_positions",
                        "type_vocab_size")
-        check_divisible(self, "d_model", "n_heads")
+        check_divisible(self, "d_model", "n_heads", why="each head gets d_model // n_heads channels")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
-        if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"BertConfig.pad_token_id={self.pad_token_id}: expected an id in [0, {self.vocab_size}).")
-        try:
-            get_activation(self.activation)
-        except ValueError as err:
-            raise ConfigError(f"BertConfig.activation: {err}") from None
+        check_range(self, "pad_token_id", 0, self.vocab_size, high_inclusive=False, integer=True,
+                    hint="a token id of the vocabulary")
+        check_activation(self, hint="BERT: 'gelu'")
 
 
 class BertEmbeddings(nn.Module):
@@ -90,7 +87,7 @@ class Bert(nn.Module):
 
     def __init__(self, config: BertConfig | None = None, add_pooler: bool = True, **overrides):
         super().__init__()
-        self.config = cfg = _make_config(config, overrides)
+        self.config = cfg = make_config(BertConfig, config, overrides, model="Bert")
         self.embeddings = BertEmbeddings(cfg)
         self.blocks = nn.ModuleList(bert_block(cfg) for _ in range(cfg.n_layers))
         self.pooler = nn.Linear(cfg.d_model, cfg.d_model) if add_pooler else None
@@ -104,7 +101,7 @@ class Bert(nn.Module):
         """attention_mask (B, T): 1 = token, 0 = padding; no token attends to padding."""
         check_input_ids(input_ids, self.config.vocab_size)
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, C)
-        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+        mask = padding_mask(attention_mask, input_ids.shape)  # (B, 1, 1, T) or None
         h, maps = run_blocks(self.blocks, x, output_attentions, mask=mask)  # (B, T, C)
         pooled = None if self.pooler is None else torch.tanh(self.pooler(h[:, 0]))  # (B, C) from [CLS]
         return ModelOutput(last_hidden_state=h, pooler_output=pooled, attentions=maps)
@@ -130,7 +127,7 @@ class BertForMaskedLM(nn.Module):
 
     def __init__(self, config: BertConfig | None = None, **overrides):
         super().__init__()
-        self.config = cfg = _make_config(config, overrides)
+        self.config = cfg = make_config(BertConfig, config, overrides, model="BertForMaskedLM")
         self.bert = Bert(cfg, add_pooler=False)
         self.mlm_head = MLMHead(cfg, self.bert.embeddings.tok_emb)
         init_normal(self.mlm_head, std=0.02)
@@ -178,12 +175,3 @@ def sentence_embedding(model: Bert, input_ids, attention_mask=None, token_type_i
     vectors, so a dot product is the cosine similarity."""
     h = model(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, C)
     return nn.functional.normalize(mean_pool(h, attention_mask), p=2, dim=-1)  # (B, C)
-
-
-def _make_config(config, overrides) -> BertConfig:
-    if config is not None and overrides:
-        raise TypeError("pass either a BertConfig or keyword overrides, not both.")
-    cfg = config if config is not None else BertConfig(**overrides)
-    if not isinstance(cfg, BertConfig):
-        raise TypeError(f"expected a BertConfig, got {type(cfg).__name__}.")
-    return cfg

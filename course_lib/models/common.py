@@ -1,4 +1,4 @@
-"""What every model family shares: the output object, config checks, cache helpers and the
+"""What every model family shares: the output object, input checks, cache helpers and the
 weight initialisation of the GPT-2 / BERT era.
 
 ``ModelOutput`` holds what a Hugging Face model returns under the same names, so code that
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from course_lib.config import ConfigError, is_exporting
+from course_lib.attention import recording
+from course_lib.config import is_tracing
 from course_lib.kv_cache import KVCache
 
 
@@ -30,20 +31,6 @@ class ModelOutput:
 
     def __getitem__(self, key: str):
         return getattr(self, key)
-
-
-def check_choice(cfg, name: str, choices) -> None:
-    value = getattr(cfg, name)
-    if value not in choices:
-        raise ConfigError(f"{type(cfg).__name__}.{name}={value!r}: expected one of {tuple(choices)}.")
-
-
-def check_divisible(cfg, d_name: str, h_name: str) -> None:
-    d, h = getattr(cfg, d_name), getattr(cfg, h_name)
-    if d % h:
-        raise ConfigError(f"{type(cfg).__name__}.{d_name}={d} is not divisible by {h_name}={h}: each "
-                          f"head gets {d_name} // {h_name} channels. Choose {d_name} as a multiple of "
-                          f"{h_name} (e.g. {d_name}={h * max(1, round(d / h))}).")
 
 
 def new_caches(n_layers: int, window: int | None = None) -> list[KVCache]:
@@ -66,35 +53,24 @@ def check_input_ids(input_ids: torch.Tensor, vocab_size: int) -> None:
         raise ValueError("input_ids must be an integer tensor of shape (batch, time), got "
                          f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
                          f"{tuple(getattr(input_ids, 'shape', ()))}; add a batch axis with ids[None].")
-    if is_exporting():  # torch.export traces shapes, not values: it cannot branch on the ids
+    if is_tracing():  # export and compile trace shapes, not values: they cannot branch on ids
         return
     if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
         raise ValueError(f"input_ids must lie in [0, {vocab_size}) (the vocabulary), got values in "
                          f"[{int(input_ids.min())}, {int(input_ids.max())}].")
 
 
-def key_padding_mask(attention_mask: torch.Tensor | None, B: int, T_k: int) -> torch.Tensor | None:
-    """HF-style attention_mask (B, T_k) of 1 = token, 0 = padding -> bool (B, 1, 1, T_k) or None."""
-    if attention_mask is None:
-        return None
-    if attention_mask.shape != (B, T_k):
-        raise ValueError(f"attention_mask must have shape (batch, keys) = {(B, T_k)} (with a cache: the "
-                         f"cached tokens plus the new ones), got {tuple(attention_mask.shape)}.")
-    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T_k)
-
-
 def run_blocks(blocks, x: torch.Tensor, output_attentions: bool = False, **kwargs):
-    """Run x through `blocks`, passing kwargs to each; with output_attentions also collect every
-    layer's attention weights (B, H, T_q, T_k) from its self-attention."""
-    maps: list[torch.Tensor] = []
-    hooks = [b.attn.register_forward_hook(lambda m, i, o: maps.append(o[1])) for b in blocks] if output_attentions else []
-    try:
+    """Run x through `blocks`, passing kwargs to each; with output_attentions also return every
+    layer's self-attention weights (B, H, T_q, T_k), recorded by ``attention.recording``."""
+    if not output_attentions:
         for block in blocks:
-            x = block(x, return_weights=output_attentions, **kwargs)  # (B, T, C)
-    finally:
-        for h in hooks:
-            h.remove()
-    return x, (tuple(maps) if output_attentions else None)
+            x = block(x, **kwargs)  # (B, T, C)
+        return x, None
+    with recording(b.attn for b in blocks) as maps:
+        for block in blocks:
+            x = block(x, **kwargs)  # (B, T, C)
+    return x, tuple(maps)
 
 
 def init_normal(module: nn.Module, std: float = 0.02) -> None:

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from course_lib.attention import MultiHeadAttention
+from course_lib.attention import padding_mask
 from course_lib.blocks import Block
-from course_lib.config import ConfigError, check_positive, check_range
-from course_lib.ffn import get_activation, make_ffn
-from course_lib.models.common import (ModelOutput, cache_offset, check_divisible, check_input_ids,
-                                      init_normal, key_padding_mask, new_caches)
+from course_lib.config import ConfigError, check_divisible, check_positive, check_range, make_config
+from course_lib.ffn import check_activation, get_activation, make_ffn
+from course_lib.models.common import ModelOutput, cache_offset, check_input_ids, init_normal, new_caches
 from course_lib.norms import make_norm
 from course_lib.positional import LearnedPositionalEmbedding
+from course_lib.positional_attention import PositionalAttention
 
 
 @dataclass
@@ -47,14 +47,11 @@ class GPTConfig:
         if self.d_ff is None:
             self.d_ff = 4 * self.d_model
         check_positive(self, "vocab_size", "max_positions", "d_model", "n_layers", "n_heads", "d_ff")
-        check_divisible(self, "d_model", "n_heads")
+        check_divisible(self, "d_model", "n_heads", why="each head gets d_model // n_heads channels")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
         if not (isinstance(self.eps, float) and 0 < self.eps < 1):
             raise ConfigError(f"GPTConfig.eps={self.eps!r}: expected a small positive float (GPT-2: 1e-5).")
-        try:
-            get_activation(self.activation)
-        except ValueError as err:
-            raise ConfigError(f"GPTConfig.activation: {err}") from None
+        check_activation(self, hint="GPT-2: 'gelu_tanh'")
 
     @property
     def head_dim(self) -> int:
@@ -63,7 +60,7 @@ class GPTConfig:
 
 def gpt_block(cfg: GPTConfig) -> Block:
     """One GPT-2 block: pre-LN, causal MHA with biases, GELU-tanh MLP."""
-    attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, bias=cfg.bias, dropout=cfg.dropout)
+    attn = PositionalAttention(cfg.d_model, cfg.n_heads, bias=cfg.bias, dropout=cfg.dropout)  # its KV cache
     ffn = make_ffn(cfg.d_model, cfg.d_ff, cfg.activation, bias=cfg.bias)
     return Block(attn, ffn, cfg.d_model, norm_placement="pre", norm="layernorm", eps=cfg.eps,
                  dropout=cfg.dropout, norm_bias=cfg.bias)
@@ -74,7 +71,7 @@ class GPT(nn.Module):
 
     def __init__(self, config: GPTConfig | None = None, **overrides):
         super().__init__()
-        self.config = cfg = _make_config(config, overrides)
+        self.config = cfg = make_config(GPTConfig, config, overrides, model="GPT")
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_emb = LearnedPositionalEmbedding(cfg.max_positions, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
@@ -110,18 +107,9 @@ class GPT(nn.Module):
             position_ids = torch.arange(offset, offset + T, device=input_ids.device)  # (T,)
         x = self.tok_emb(input_ids) + self.pos_emb(position_ids)  # (B, T, C)
         x = self.drop(x)
-        mask = key_padding_mask(attention_mask, B, offset + T)  # (B, 1, 1, T_k) or None
+        mask = padding_mask(attention_mask, (B, offset + T))  # (B, 1, 1, T_k) or None
         for i, block in enumerate(self.blocks):
             x = block(x, mask=mask, is_causal=True, cache=None if cache is None else cache[i])  # (B, T, C)
         h = self.final_norm(x)  # (B, T, C)
         return ModelOutput(logits=self.lm_head(h), last_hidden_state=h, cache=cache)  # logits (B, T, V)
 
-
-def _make_config(config, overrides):
-    if config is None:
-        return GPTConfig(**overrides)
-    if not isinstance(config, GPTConfig):
-        raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}.")
-    if overrides:
-        raise TypeError("pass either a GPTConfig or keyword overrides, not both.")
-    return config

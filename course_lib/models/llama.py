@@ -21,14 +21,14 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from course_lib.attention import MultiHeadAttention
+from course_lib.attention import padding_mask
 from course_lib.blocks import Block
-from course_lib.config import ConfigError, check_positive, check_range
-from course_lib.ffn import get_activation, llama_hidden_size, make_ffn
-from course_lib.models.common import (ModelOutput, cache_offset, check_input_ids, init_normal,
-                                      key_padding_mask, new_caches)
+from course_lib.config import ConfigError, check_divisible, check_positive, check_range, make_config
+from course_lib.ffn import check_activation, get_activation, llama_hidden_size, make_ffn
+from course_lib.models.common import ModelOutput, cache_offset, check_input_ids, init_normal, new_caches
 from course_lib.norms import make_norm
 from course_lib.positional import RopeScaling, rope_cos_sin
+from course_lib.positional_attention import PositionalAttention
 
 
 @dataclass
@@ -60,29 +60,21 @@ class LlamaConfig:
         check_positive(self, "vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_positions")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
         if self.head_dim is None:
-            if self.d_model % self.n_heads:
-                raise ConfigError(f"LlamaConfig.d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
-                                  "choose a multiple of n_heads or give head_dim explicitly.")
+            check_divisible(self, "d_model", "n_heads", why="each head gets d_model // n_heads channels "
+                            "unless head_dim is given explicitly")
             self.head_dim = self.d_model // self.n_heads
         if self.head_dim < 2 or self.head_dim % 2:
             raise ConfigError(f"LlamaConfig.head_dim={self.head_dim}: RoPE rotates pairs of features, so it "
                               "must be even (e.g. head_dim=64).")
-        if self.n_heads % self.n_kv_heads:
-            raise ConfigError(f"LlamaConfig.n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}: "
-                              f"each key/value head serves the same number of query heads; choose n_kv_heads "
-                              f"among the divisors of {self.n_heads}.")
-        if self.sliding_window is not None:
-            check_positive(self, "sliding_window")
+        check_divisible(self, "n_heads", "n_kv_heads", why="each key/value head serves the same number of query heads")
+        check_positive(self, "sliding_window", allow_none=True)
         if isinstance(self.rope_scaling, dict):
             self.rope_scaling = RopeScaling(**self.rope_scaling)
         if not self.rope_theta > 0:
             raise ConfigError(f"LlamaConfig.rope_theta={self.rope_theta!r}: expected a positive base (e.g. 10000.0).")
         if self.moe is not None and not callable(getattr(self.moe, "build", None)):
             raise ConfigError("LlamaConfig.moe must be None or an object with build(config, layer_idx) -> nn.Module.")
-        try:
-            get_activation(self.activation)
-        except ValueError as err:
-            raise ConfigError(f"LlamaConfig.activation: {err}") from None
+        check_activation(self, hint="LLaMA: 'silu'")
 
     @property
     def family(self) -> str:
@@ -104,8 +96,8 @@ def make_llama_ffn(cfg: LlamaConfig, layer_idx: int) -> nn.Module:
 
 
 def llama_block(cfg: LlamaConfig, layer_idx: int) -> Block:
-    attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, n_kv_heads=cfg.n_kv_heads, bias=cfg.attention_bias,
-                              dropout=cfg.dropout, head_dim=cfg.head_dim)
+    attn = PositionalAttention(cfg.d_model, cfg.n_heads, n_kv_heads=cfg.n_kv_heads, bias=cfg.attention_bias,
+                               dropout=cfg.dropout, head_dim=cfg.head_dim)
     return Block(attn, make_llama_ffn(cfg, layer_idx), cfg.d_model, norm_placement="pre", norm="rmsnorm",
                  eps=cfg.eps, dropout=cfg.dropout)
 
@@ -116,11 +108,7 @@ class Llama(nn.Module):
 
     def __init__(self, config: LlamaConfig | None = None, **overrides):
         super().__init__()
-        if config is not None and overrides:
-            raise TypeError("pass either a LlamaConfig or keyword overrides, not both.")
-        self.config = cfg = config if config is not None else LlamaConfig(**overrides)
-        if not isinstance(cfg, LlamaConfig):
-            raise TypeError(f"Llama expects a LlamaConfig, got {type(cfg).__name__}.")
+        self.config = cfg = make_config(LlamaConfig, config, overrides, model="Llama")
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(llama_block(cfg, i) for i in range(cfg.n_layers))
         self.final_norm = make_norm("rmsnorm", cfg.d_model, cfg.eps)
@@ -151,7 +139,7 @@ class Llama(nn.Module):
             position_ids = torch.arange(offset, offset + T, device=input_ids.device)  # (T,)
         x = self.tok_emb(input_ids)  # (B, T, C): no position added here, RoPE acts inside attention
         rotary = self.rotary(position_ids, x.dtype)  # 2 x (T, D)
-        mask = key_padding_mask(attention_mask, B, offset + T)  # (B, 1, 1, offset + T)
+        mask = padding_mask(attention_mask, (B, offset + T))  # (B, 1, 1, offset + T)
         if mask is not None:
             mask = mask[..., -self._keys(cache, offset, T):]  # (B, 1, 1, T_k): a rolling cache dropped the oldest
         for i, block in enumerate(self.blocks):

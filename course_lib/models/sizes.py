@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from course_lib.config import check_positive_values
 from course_lib.ffn import ffn_params
 from course_lib.models.bert import BertConfig
 from course_lib.models.gpt import GPTConfig
@@ -106,8 +107,7 @@ def _attention_dims(cfg) -> tuple[int, int, int]:
 
 def flops_per_token(cfg, n_ctx: int, training: bool = True, lm_head: bool = True) -> float:
     """≈ (6 or 2)·(N_non-embedding + n_layers·n_ctx·d_attn) + the head, per token (Kaplan 2020)."""
-    if not isinstance(n_ctx, int) or n_ctx < 1:
-        raise ValueError(f"n_ctx={n_ctx!r}: expected the number of tokens attended to (a positive int).")
+    check_positive_values("flops_per_token", n_ctx=n_ctx)  # the number of tokens attended to
     counts = param_count(cfg)
     n_layers, d_attn, vocab = _attention_dims(cfg)
     factor = 6 if training else 2

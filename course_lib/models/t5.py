@@ -22,13 +22,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.attention import CrossAttention, MultiHeadAttention
+from course_lib.attention import CrossAttention, padding_mask
 from course_lib.blocks import Block
-from course_lib.config import ConfigError, check_positive, check_range
-from course_lib.ffn import get_activation, make_ffn
-from course_lib.models.common import ModelOutput, cache_offset, check_input_ids, key_padding_mask, new_caches
+from course_lib.config import check_choice, check_positive, check_range, make_config
+from course_lib.ffn import check_activation, make_ffn
+from course_lib.models.common import ModelOutput, cache_offset, check_input_ids, new_caches
 from course_lib.norms import make_norm
 from course_lib.positional import T5RelativeBias
+from course_lib.positional_attention import PositionalAttention
 
 
 @dataclass
@@ -57,12 +58,10 @@ class T5Config:
                        "num_buckets", "max_distance")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
         for name in ("pad_token_id", "decoder_start_token_id"):
-            if not 0 <= getattr(self, name) < self.vocab_size:
-                raise ConfigError(f"T5Config.{name}={getattr(self, name)}: expected an id in [0, {self.vocab_size}).")
-        try:
-            get_activation(self.activation)
-        except ValueError as err:
-            raise ConfigError(f"T5Config.activation: {err}") from None
+            check_range(self, name, 0, self.vocab_size, high_inclusive=False, integer=True,
+                        hint="a token id of the vocabulary")
+        check_activation(self,
+                     hint="T5 v1.0: 'relu'; v1.1: 'gelu_tanh' with gated=True")
 
     @property
     def version(self) -> str:
@@ -85,8 +84,8 @@ def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id:
 
 
 def t5_block(cfg: T5Config, decoder: bool) -> Block:
-    attn = lambda: MultiHeadAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout,  # noqa: E731
-                                      head_dim=cfg.d_kv, scale=1.0)
+    attn = lambda: PositionalAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout,  # noqa: E731
+                                       head_dim=cfg.d_kv, scale=1.0)
     cross = CrossAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout, head_dim=cfg.d_kv,
                            scale=1.0) if decoder else None
     ffn = make_ffn(cfg.d_model, cfg.d_ff, cfg.activation, gated=cfg.gated, bias=False)
@@ -125,11 +124,7 @@ class T5(nn.Module):
 
     def __init__(self, config: T5Config | None = None, **overrides):
         super().__init__()
-        if config is not None and overrides:
-            raise TypeError("pass either a T5Config or keyword overrides, not both.")
-        self.config = cfg = config if config is not None else T5Config(**overrides)
-        if not isinstance(cfg, T5Config):
-            raise TypeError(f"T5 expects a T5Config, got {type(cfg).__name__}.")
+        self.config = cfg = make_config(T5Config, config, overrides, model="T5")
         self.shared = nn.Embedding(cfg.vocab_size, cfg.d_model)  # one table for encoder and decoder
         self.encoder = T5Stack(cfg, decoder=False)
         self.decoder = T5Stack(cfg, decoder=True)
@@ -162,7 +157,7 @@ class T5(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """input_ids (B, T_enc) -> encoder output (B, T_enc, C): the decoder's memory."""
         check_input_ids(input_ids, self.config.vocab_size)
-        mask = key_padding_mask(attention_mask, *input_ids.shape)  # (B, 1, 1, T_enc)
+        mask = padding_mask(attention_mask, input_ids.shape)  # (B, 1, 1, T_enc)
         return self.encoder(self.shared(input_ids), mask)  # (B, T_enc, C)
 
     def decode(self, decoder_input_ids, memory, attention_mask=None, decoder_attention_mask=None,
@@ -171,8 +166,8 @@ class T5(nn.Module):
         check_input_ids(decoder_input_ids, self.config.vocab_size)
         B, T = decoder_input_ids.shape
         offset = cache_offset(cache, self.config.n_decoder_layers)
-        mem_mask = key_padding_mask(attention_mask, B, memory.size(1))  # (B, 1, 1, T_enc)
-        self_mask = key_padding_mask(decoder_attention_mask, B, offset + T)  # (B, 1, 1, T_k)
+        mem_mask = padding_mask(attention_mask, (B, memory.size(1)))  # (B, 1, 1, T_enc)
+        self_mask = padding_mask(decoder_attention_mask, (B, offset + T))  # (B, 1, 1, T_k)
         h = self.decoder(self.shared(decoder_input_ids), self_mask, memory, mem_mask, cache)  # (B, T, C)
         scaled = h * self.config.d_model ** -0.5 if self.config.tie_weights else h  # v1.0's rescale
         return self.lm_head(scaled), h  # (B, T, V), (B, T, C)

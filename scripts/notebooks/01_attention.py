@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from course_lib import get_device, seed_everything
 from course_lib.attention import (MultiHeadAttention, attention_weights, causal_mask, padding_mask,
                                   scaled_dot_product_attention, softmax)
+from course_lib.kernels import from_scratch
 from course_lib.viz import plot_attention, plot_mask
 
 device = get_device()
@@ -239,6 +240,12 @@ print("equal to MultiHeadAttention.forward:", torch.allclose(y_by_hand, mha(x), 
 # Two independent references: `F.scaled_dot_product_attention` (PyTorch's fused kernel) and
 # `nn.MultiheadAttention` with our weights copied in. Note that `nn.MultiheadAttention`'s
 # boolean `attn_mask` uses the **opposite** convention (True = *blocked*), so we pass `~mask`.
+#
+# `MultiHeadAttention` itself has two paths for its attention step. By default it calls
+# `F.scaled_dot_product_attention`, which computes the same softmax(QKᵀ/√d)·V in one fused
+# kernel (faster, and it never stores the T × T weights); inside `with from_scratch():` (from
+# `course_lib.kernels`) it runs the `scaled_dot_product_attention` written above. Both are
+# compared:
 
 # %% tolerance={"abs": 1e-05}
 seed_everything(3)
@@ -256,10 +263,12 @@ with torch.no_grad():  # copy our weights in: PyTorch stacks q, k, v into one in
     torch_mha.out_proj.weight.copy_(mha.o_proj.weight)
     torch_mha.out_proj.bias.copy_(mha.o_proj.bias)
     cmask = causal_mask(T, device=device)
-    ours = mha(x, cmask)
     theirs, _ = torch_mha(x, x, x, attn_mask=~cmask, need_weights=False)  # True = blocked there
-print(f"MultiHeadAttention vs nn.MultiheadAttention, causal, float32: "
-      f"max abs error {(ours - theirs).abs().max().item():.2e}")
+    for path, scratch in (("fused SDPA", False), ("from scratch", True)):
+        with from_scratch(scratch):
+            ours = mha(x, cmask)
+        print(f"MultiHeadAttention ({path:<12}) vs nn.MultiheadAttention, causal, float32: "
+              f"max abs error {(ours - theirs).abs().max().item():.2e}")
 
 # %% [markdown]
 # ## 7. Explore

@@ -56,6 +56,7 @@ from course_lib.device import single_thread
 from course_lib.blocks import Block, TinyTransformer, per_layer_grad_norms, reverse_task, transformer_block
 from course_lib.ffn import (ACTIVATIONS, FeedForward, GatedFeedForward, ffn_params, gelu, gelu_tanh, get_activation,
                             llama_hidden_size, matched_gated_d_ff, silu)
+from course_lib.kernels import from_scratch
 from course_lib.norms import GroupNorm, LayerNorm, RMSNorm, StdEpsLayerNorm, T5LayerNorm
 from course_lib.viz import plot_per_layer
 
@@ -166,13 +167,13 @@ from transformers.models.t5.modeling_t5 import T5DenseGatedActDense  # noqa: E40
 
 llama_mlp = LlamaMLP(LlamaConfig(hidden_size=d, intermediate_size=d_ff, num_attention_heads=2, hidden_act="silu")).to(device)
 llama_mlp.load_state_dict(swiglu.state_dict())  # identical names: gate_proj, up_proj, down_proj
-with torch.no_grad():
+with torch.no_grad(), from_scratch():  # our activation formula, not PyTorch's kernel (see §4)
     print(f"rung 2  vs HF LlamaMLP, same weights: max abs error {(swiglu(xg) - llama_mlp(xg)).abs().max().item():.1e}")
 t5_ff = T5DenseGatedActDense(T5Config(d_model=d, d_ff=d_ff, num_heads=2, d_kv=8, feed_forward_proj="gated-gelu", dropout_rate=0.0)).to(device).eval()
 geglu = GatedFeedForward(d, d_ff, activation="gelu_tanh").to(device)
 geglu.load_state_dict({"gate_proj.weight": t5_ff.wi_0.weight, "up_proj.weight": t5_ff.wi_1.weight,
                        "down_proj.weight": t5_ff.wo.weight})  # T5 names: wi_0 = gate, wi_1 = up, wo = down
-with torch.no_grad():
+with torch.no_grad(), from_scratch():
     print(f"rung 3  GeGLU vs HF T5 v1.1 gated-GELU FFN: max abs error {(geglu(xg) - t5_ff(xg)).abs().max().item():.1e}")
 
 # %% [markdown]
@@ -278,7 +279,11 @@ for C_, scale in [(512, 1.0), (8, 1.0), (512, 1e-3)]:
 #
 # **Equal to the references.** Our norms against `nn.LayerNorm`, `nn.RMSNorm`, `nn.GroupNorm`,
 # and Hugging Face's `LlamaRMSNorm` / `T5LayerNorm` — in bfloat16 too, where HF normalises in
-# float32 and casts back (so must we, bit for bit):
+# float32 and casts back (so must we, bit for bit). One thing to know first: when a model
+# *trains*, course_lib's norms call PyTorch's fused kernels (`F.layer_norm`, `F.rms_norm`: one
+# pass over the tensor instead of one per operation; lesson 15 measures what that buys).
+# Comparing those with `nn.LayerNorm` would compare PyTorch with itself, so the comparisons
+# run `with from_scratch():` — on the formulas written above:
 
 # %% tolerance={"abs": 1e-05}
 from transformers.models.llama.modeling_llama import LlamaRMSNorm  # noqa: E402
@@ -301,7 +306,7 @@ pairs = [("LayerNorm   vs nn.LayerNorm", LayerNorm(64), nn.LayerNorm(64), torch.
          ("RMSNorm     vs HF LlamaRMSNorm", RMSNorm(64), LlamaRMSNorm(64), torch.float32),
          ("RMSNorm     vs HF LlamaRMSNorm", RMSNorm(64), LlamaRMSNorm(64), torch.bfloat16),
          ("T5LayerNorm vs HF T5LayerNorm", T5LayerNorm(64), HFT5LayerNorm(64), torch.bfloat16)]
-with torch.no_grad():
+with torch.no_grad(), from_scratch():
     for label, ours, theirs, dtype in pairs:
         ours, theirs = copy_random_weights(ours, theirs)
         a, b = ours.to(dtype)(xn.to(dtype)), theirs.to(dtype)(xn.to(dtype))

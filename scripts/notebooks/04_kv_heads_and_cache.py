@@ -48,6 +48,7 @@ import torch
 from course_lib import get_device, seed_everything
 from course_lib.attention import MultiHeadAttention, repeat_kv
 from course_lib.kv_cache import PUBLISHED_CONFIGS, KVCache, format_bytes
+from course_lib.positional_attention import PositionalAttention
 from course_lib.positional import apply_rope
 
 device = get_device()
@@ -63,13 +64,14 @@ torch.set_printoptions(precision=3, sci_mode=False)
 # token, appends them, and attends over everything stored.
 #
 # The proof that nothing changes: decode a sequence token by token through a cache and compare
-# with one ordinary forward pass over the whole sequence. (`rotary` applies RoPE from lesson 02;
-# with a cache the new token's position is `cache.seq_len`, not 0.)
+# with one ordinary forward pass over the whole sequence. The layer is `PositionalAttention`:
+# lesson 01's `MultiHeadAttention` plus the options a decoder needs, here `rotary` (RoPE from
+# lesson 02; with a cache the new token's position is `cache.seq_len`, not 0) and `cache`.
 
 # %%
 seed_everything(1)
 C, H, H_kv, T = 64, 8, 2, 12
-layer = MultiHeadAttention(C, H, n_kv_heads=H_kv, bias=False).to(device).eval()
+layer = PositionalAttention(C, H, n_kv_heads=H_kv, bias=False).to(device).eval()
 rope = lambda x, positions: apply_rope(x, positions, layout="half")  # noqa: E731
 x = torch.randn(1, T, C, device=device)  # (B, T, C)
 
@@ -154,7 +156,7 @@ hf_config = LlamaConfig(hidden_size=64, num_attention_heads=8, num_key_value_hea
 hf_config._attn_implementation = "eager"
 seed_everything(3)
 hf_attn = LlamaAttention(hf_config, layer_idx=0).eval()
-ours = MultiHeadAttention(64, 8, n_kv_heads=2, bias=False).eval()
+ours = PositionalAttention(64, 8, n_kv_heads=2, bias=False).eval()
 print("copied:", ours.load_state_dict(hf_attn.state_dict()))
 
 T = 9

@@ -48,11 +48,8 @@ if importlib.util.find_spec("course_lib") is None:
 # (shared experts).
 
 # %%
-from contextlib import contextmanager
-
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 
 from course_lib import get_device, seed_everything
 from course_lib.moe import (SparseMoE, capacity_mask, expert_capacity, expert_load, from_hf_mixtral_block,
@@ -62,19 +59,6 @@ from course_lib.moe import (SparseMoE, capacity_mask, expert_capacity, expert_lo
 device = get_device()
 seed_everything(0)
 torch.set_printoptions(precision=3, sci_mode=False)
-
-
-@contextmanager
-def one_thread():
-    """Training below uses one CPU thread so that its printed losses are the same on every
-    machine (the order of floating-point sums depends on the thread count)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
 
 # %% [markdown]
 # ## 1. The sparsely-gated MoE layer (Shazeer et al. 2017, Eq. 1)
@@ -323,17 +307,26 @@ print(f"logits vs HF MixtralForCausalLM: max abs error {(our_out.logits - ref_ou
 # Each step we record the language-model loss, each expert's share of the assignments, and
 # how many assignments *would* overflow a capacity factor of 1.25 (the layers here drop
 # nothing; the count measures imbalance in the units that matter on hardware).
+#
+# The loop is the course's `Trainer` (AdamW, a linear warm-up then cosine learning-rate
+# decay, gradient clipping at norm 1; lesson 10 builds it piece by piece). Two hooks turn it
+# into an MoE trainer without copying it: `loss_fn` returns the loss to minimise, LM loss +
+# coefficient · balancing loss, and names the LM part so that it is logged on its own;
+# `on_step` runs after every optimiser step and reads the routing that the step's forward
+# pass left in each layer's `.last`. The validation loss is the plain LM loss.
 
-# %%
-from course_lib.data import encoded_corpus, get_batch, shakespeare_text  # noqa: E402
+# %% tolerance={"rel": 0.02, "abs": 0.03}
+from course_lib.data import encoded_corpus, shakespeare_text  # noqa: E402
+from course_lib.device import single_thread  # noqa: E402
 from course_lib.models.llama import Llama, LlamaConfig  # noqa: E402
 from course_lib.moe import LlamaMoE, moe_aux_loss, moe_layers  # noqa: E402
 from course_lib.tokenizers import CharTokenizer  # noqa: E402
-from course_lib.training import clip_grad_norm, cosine_lr, param_groups  # noqa: E402
+from course_lib.training import Trainer, TrainConfig, lm_loss  # noqa: E402
 
 tok = CharTokenizer.train(shakespeare_text())
 train_data, val_data = encoded_corpus(tok, "char")
 STEPS, BATCH, BLOCK, LR = 200, 16, 64, 3e-3
+WATCH_CAPACITY = 1.25  # the capacity factor whose overflow we count; the layers themselves have none
 
 
 def tiny_model(moe=None):
@@ -343,50 +336,42 @@ def tiny_model(moe=None):
     return Llama(cfg).to(device)
 
 
-def train(model, balance_coef=0.0):
-    """LM loss + balance_coef · Σ_layers balancing loss; AdamW, cosine schedule, clipping at 1."""
-    gen = torch.Generator().manual_seed(1)
-    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=LR, betas=(0.9, 0.99))
-    log = {"loss": [], "shares": [], "overflow": []}
-    for step in range(STEPS):
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(step, 20, STEPS, LR, LR / 10)
-        x, y = get_batch(train_data, BATCH, BLOCK, gen, device)  # (B, T) each
-        logits = model(x).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B·T, V) vs (B·T,)
+def lm_plus_balance(balance_coef):
+    """A Trainer loss_fn: LM loss + balance_coef · Σ_layers balancing loss, logging the LM part as "lm"."""
+    def loss_fn(model, x, y):  # x, y: (B, T)
+        lm = lm_loss(model, x, y)
         aux = moe_aux_loss(model, balance_coef) if moe_layers(model) else 0.0
-        (loss + aux).backward()
-        clip_grad_norm(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        log["loss"].append(loss.item())
-        if moe_layers(model):
-            layers = [m.last for m in moe_layers(model)]
-            loads = torch.stack([s.load() for s in layers]).float()  # (L, E)
-            log["shares"].append(loads / loads.sum(-1, keepdim=True))  # (L, E)
-            cap = expert_capacity(layers[0].indices.size(0), 8, 2, 1.25)
-            log["overflow"].append(sum(int((~capacity_mask(s.indices, 8, cap)).sum()) for s in layers))
-    return log
+        return lm + aux, {"lm": lm.item()}
+    return loss_fn
 
 
-@torch.no_grad()
-def val_loss(model, batches=10):
-    gen = torch.Generator().manual_seed(2)
-    model.eval()
-    batches = [get_batch(val_data, 32, BLOCK, gen, device) for _ in range(batches)]  # (B, T) pairs
-    losses = [F.cross_entropy(model(x).logits.flatten(0, 1), y.flatten()).item()  # (B·T, V) vs (B·T,)
-              for x, y in batches]
-    model.train()
-    return sum(losses) / len(losses)
+def record_routing(log):
+    """A Trainer on_step hook: after each step, every layer's expert shares and the would-be overflow."""
+    def on_step(trainer, info):
+        layers = moe_layers(trainer.model)
+        if not layers:
+            return
+        stats = [m.last for m in layers]  # what this step's forward pass routed, per layer
+        loads = torch.stack([s.load() for s in stats]).float()  # (L, E)
+        log["shares"].append(loads / loads.sum(-1, keepdim=True))  # (L, E)
+        E, k = layers[0].config.n_experts, layers[0].config.top_k
+        cap = expert_capacity(stats[0].indices.size(0), E, k, WATCH_CAPACITY)
+        log["overflow"].append(sum(int((~capacity_mask(s.indices, E, cap)).sum()) for s in stats))
+    return on_step
 
 
-runs, models = {}, {}
-with one_thread():
+# one seed for the batches; validation: the same 20 batches of 16 for every model, after the last step
+train_cfg = TrainConfig(max_steps=STEPS, batch_size=BATCH, block_size=BLOCK, lr=LR, min_lr=LR / 10, warmup=20,
+                        weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=1, eval_interval=STEPS,
+                        eval_iters=20, progress=False)
+runs, models, results = {}, {}, {}
+with single_thread():  # one CPU thread: the same order of float sums, so the same losses, on every machine
     for name, moe_opt, coef in [("dense", None, 0.0), ("MoE 8×64, top-2", LlamaMoE(8, 2, d_ff=64), 0.01),
                                 ("MoE, no balancing", LlamaMoE(8, 2, d_ff=64), 0.0)]:
-        models[name] = tiny_model(moe_opt)
-        runs[name] = train(models[name], coef)
-    results = {name: val_loss(m) for name, m in models.items()}
+        models[name], runs[name] = tiny_model(moe_opt), {"shares": [], "overflow": []}
+        history = Trainer(models[name], train_data, val_data, train_cfg, loss_fn=lm_plus_balance(coef),
+                          on_step=record_routing(runs[name])).train()
+        runs[name]["loss"], results[name] = history.parts["lm"], history.val_loss[-1]
 for name, m in models.items():
     stored = sum(p.numel() for p in m.parameters())
     skipped = sum((len(layer.experts) - layer.config.top_k) * sum(p.numel() for p in layer.experts[0].parameters())
@@ -419,8 +404,11 @@ def utilisation(log, last=50):
 
 for name in ("MoE 8×64, top-2", "MoE, no balancing"):
     shares, starved, overflow = utilisation(runs[name])
-    print(f"{name:<18} busiest expert takes {shares.max().item():.0%} of a layer's assignments (fair: 12.5%), "
-          f"{starved} of 16 experts get < 2%, would-overflow at capacity 1.25: {overflow:.0f} of {2 * 2 * BATCH * BLOCK} per step")
+    layers = [m.config for m in moe_layers(models[name])]
+    n_experts, per_step = sum(c.n_experts for c in layers), sum(c.top_k for c in layers) * BATCH * BLOCK
+    print(f"{name:<18} busiest expert takes {shares.max().item():.0%} of a layer's assignments "
+          f"(fair: {1 / layers[0].n_experts:.1%}), {starved} of {n_experts} experts get < 2%, "
+          f"would-overflow at capacity {WATCH_CAPACITY}: {overflow:.0f} of {per_step} per step")
 dense_v, moe_v, nobal_v = (results[n] for n in ("dense", "MoE 8×64, top-2", "MoE, no balancing"))
 spread = max(results.values()) - min(results.values())
 print(f"After {STEPS} steps the dense model's validation loss is {dense_v:.3f}, the balanced MoE's {moe_v:.3f} and the "

@@ -66,6 +66,7 @@ from course_lib.blocks import transformer_block
 from course_lib.data import encoded_corpus, get_batch, shakespeare_text
 from course_lib.device import single_thread
 from course_lib.export import export_onnx, run_onnxruntime
+from course_lib.kernels import from_scratch
 from course_lib.mod import (MoDBlock, MoDGPT, block_flops, capacity_tokens, fit_predictors, gpt_forward_flops,
                             predictor_agreement)
 from course_lib.models.gpt import GPT, GPTConfig, gpt_block
@@ -125,7 +126,10 @@ print("the tokens left exactly unchanged are exactly the ones not chosen:", torc
 # A routed block runs on k = capacity · T tokens: its projections and FFN shrink by the
 # capacity, its attention by the capacity *squared*; the router adds 2·T·C. Our model for the
 # rest of the section: a 4-layer character-level GPT, 64 wide, context 64, capacity 12.5 %
-# (k = 8 tokens) in blocks 1 and 3. PyTorch's own `FlopCounterMode` checks the formula:
+# (k = 8 tokens) in blocks 1 and 3. PyTorch's own `FlopCounterMode` checks the formula. It
+# counts the matrix multiplies it sees, and it cannot see inside the fused attention kernel the
+# models call by default, so the count runs the model on the lesson's from-scratch attention
+# (`with from_scratch():`, see `course_lib.kernels`), which computes the same numbers:
 
 # %%
 text = shakespeare_text()
@@ -144,7 +148,7 @@ print(f"whole model, one sequence: dense {dense_flops['total'] / 1e6:.2f} MFLOPs
 ids = torch.randint(0, tok.vocab_size, (2, CONTEXT))  # (B, T)
 counted = []
 for model in (GPT(cfg), MoDGPT(cfg, capacity=CAPACITY)):
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), from_scratch():
         model.eval()(ids)
     counted.append(counter.get_total_flops() // 2)  # per sequence
 assert counted == [dense_flops["total"], mod_flops["total"]]
@@ -308,7 +312,7 @@ with torch.no_grad():
 print(f"fused vs unfused parallel block, same weights: max abs difference below 1e-6: {diff <= 1e-6}\n")
 print(f"{'block':<18}{'FLOPs':>12}  matmuls with weights (out × in)")
 for name, block in [("pre-LN", sequential), ("parallel", parallel), ("fused parallel", fused)]:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), from_scratch():
         block(x, is_causal=True)
     shapes = linear_calls(block, x, is_causal=True)
     print(f"{name:<18}{counter.get_total_flops():>12,}  {len(shapes)}: " + ", ".join(f"{o}×{i}" for o, i in shapes))
@@ -351,6 +355,74 @@ with single_thread():
 # matmul uses the hardware better than several small ones and the two branches no longer wait
 # for each other. The same idea — stack what reads the same input — is why most
 # implementations compute q, k and v with one `qkv_proj` matmul even in sequential blocks.
+#
+# ### What the fused kernels buy
+#
+# Every model in `course_lib` runs, by default, on PyTorch's fused kernels:
+# `F.scaled_dot_product_attention` for softmax(QKᵀ/√d)·V, `F.layer_norm`, `F.gelu`. The
+# lessons' own forms of the same formulas stay in the library, and `with from_scratch():`
+# (from `course_lib.kernels`) runs a whole model on them. The two paths compute the same
+# function; what differs is how often the tensors travel through memory. The formula for
+# LayerNorm is five element-wise passes (mean, subtract, variance, rsqrt, scale), each of which
+# reads and writes the whole activation; the fused kernel is one pass. Attention written out
+# also stores the T × T weights for the backward pass, while the fused kernel recomputes what
+# it needs.
+#
+# One training step (forward, backward) of the lesson-10 GPT (4 layers, 128 wide, context 64,
+# batch 12), on each path, same weights, same batch. The timing alternates the two paths
+# twenty times and keeps the median, on one CPU thread (the GPU when there is one):
+
+# %%
+torch.manual_seed(0)
+gpt10 = GPT(GPTConfig(vocab_size=tok.vocab_size, max_positions=64, d_model=128, n_layers=4, n_heads=4)).to(device)
+ids10, targets10 = get_batch(train_data, 12, 64, torch.Generator().manual_seed(0), device)
+
+
+def train_step_loss(model):
+    logits = model(ids10).logits  # (B, T, V)
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets10.flatten())
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.detach(), [p.grad for p in model.parameters()]
+
+
+loss_fused, grads_fused = train_step_loss(gpt10)
+with from_scratch():
+    loss_formula, grads_formula = train_step_loss(gpt10)
+grad_diff = max((a - b).abs().max().item() for a, b in zip(grads_fused, grads_formula))
+print(f"loss: fused {loss_fused.item():.4f}, from scratch {loss_formula.item():.4f}; "
+      f"the losses agree within 1e-5: {abs(loss_fused - loss_formula).item() <= 1e-5}, "
+      f"every gradient within 1e-5: {grad_diff <= 1e-5}")
+
+
+def timed_step(model, scratch):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    with from_scratch(scratch):
+        train_step_loss(model)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+times = {False: [], True: []}
+with single_thread():
+    for scratch in (False, True):  # warm-up
+        timed_step(gpt10, scratch)
+    for _ in range(20):
+        for scratch in (False, True):
+            times[scratch].append(timed_step(gpt10, scratch))
+fused_ms, scratch_ms = (sorted(times[s])[10] * 1000 for s in (False, True))
+print(f"one training step: fused kernels {fused_ms:.1f} ms, from scratch {scratch_ms:.1f} ms; "
+      f"fused vs from scratch: speed-up ×{scratch_ms / fused_ms:.2f}")
+
+# %% [markdown]
+# The two losses print the same to four decimals, and the gradients agree within 1e-5 (the
+# tests in `tests/test_kernels.py` hold every component to 1e-6 in float32 and 1e-12 in
+# float64). The times are this machine's: the ratio depends on the CPU, the thread count and
+# the size of the model, so read it as a measurement, not a constant. The lessons' forms are
+# there to be read; the fused ones are what you train with.
 #
 # ## 5. int8 weights: one scale per row
 #

@@ -1,0 +1,205 @@
+"""What `solution(name)` prints is the exercise's answer, at the lesson's level: for every registered
+check, the printed text is executed in a fresh namespace, the object the exercise asks for is taken
+from it and graded by its own check, which must give full points.
+
+The text must also be the code the exercise's stub asks for: the same name and parameters as the
+stub in scripts/exercises/ (no later lesson's options), no private helper calls, and no import from
+course_lib except the pieces an exercise hands the learner (listed per check below, with why).
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from course_lib.checks import REGISTRY, RESULTS, solution
+
+ROOT = Path(__file__).resolve().parents[1]
+EXERCISES = ROOT / "scripts" / "exercises"
+
+# check -> the name the exercise's stub gives the learner's function or class
+OBJECT = {
+    "check_softmax": "softmax",
+    "check_scaled_dot_product_attention": "scaled_dot_product_attention",
+    "check_causal_mask": "causal_mask",
+    "check_multi_head_attention": "MultiHeadAttention",
+    "check_sinusoidal_encoding": "sinusoidal_encoding",
+    "check_apply_rope": "apply_rope",
+    "check_apply_rope_half": "apply_rope_half",
+    "check_alibi_slopes": "alibi_slopes",
+    "check_relative_position_bucket": "relative_position_bucket",
+    "check_gelu": "gelu",
+    "check_layer_norm": "LayerNorm",
+    "check_rms_norm": "RMSNorm",
+    "check_swiglu_ffn": "SwiGLUFFN",
+    "check_pre_norm_block": "PreNormBlock",
+    "check_repeat_kv": "repeat_kv",
+    "check_online_softmax_attention": "online_softmax_attention",
+    "check_sliding_window_mask": "sliding_window_mask",
+    "check_sliding_window_attention": "sliding_window_attention",
+    "check_causal_linear_attention": "causal_linear_attention",
+    "check_decoder_block": "DecoderBlock",
+    "check_mlm_mask": "mlm_mask",
+    "check_shift_right": "shift_right",
+    "check_gpt_forward": "MiniGPT",
+    "check_top_k_routing": "top_k_routing",
+    "check_load_balancing_loss": "load_balancing_loss",
+    "check_sparse_moe": "SparseMoE",
+    "check_bpe_merge": "bpe_merge",
+    "check_cosine_lr": "cosine_lr",
+    "check_clip_grad_norm": "clip_grad_norm",
+    "check_sample_top_p": "sample_top_p",
+    "check_generate": "generate",
+    "check_previous_token_score": "previous_token_score",
+    "check_eval_at_length": "eval_at_length",
+    "check_selective_scan": "selective_scan",
+    "check_quantize_per_channel": "quantize_per_channel",
+}
+
+# course_lib imports a printed solution may use: only what the exercise itself hands the learner
+# (an earlier part of the same exercise, or the modules its __init__ is built from). Everything
+# else in a solution is plain torch/math.
+ALLOWED_COURSE_LIB = {
+    # part 2 uses part 1's softmax, part 4 attends with part 2's function
+    "check_scaled_dot_product_attention": {("course_lib.attention", "softmax")},
+    "check_multi_head_attention": {("course_lib.attention", "scaled_dot_product_attention")},
+    # the block exercises give the sub-modules (built from earlier lessons) and grade only forward
+    "check_pre_norm_block": {("course_lib.attention", "MultiHeadAttention"), ("course_lib.ffn", "GatedFeedForward"),
+                             ("course_lib.norms", "LayerNorm")},
+    "check_decoder_block": {("course_lib.attention", "CrossAttention"), ("course_lib.attention", "MultiHeadAttention"),
+                            ("course_lib.ffn", "FeedForward"), ("course_lib.norms", "LayerNorm")},
+    # the GPT is assembled from lesson 03's blocks and norm, as the exercise says
+    "check_gpt_forward": {("course_lib.models.gpt", "GPTConfig"), ("course_lib.models.gpt", "gpt_block"),
+                          ("course_lib.norms", "LayerNorm")},
+    # the MoE layer routes with part 1's function and the capacity helpers the exercise imports
+    "check_sparse_moe": {("course_lib.ffn", "GatedFeedForward"), ("course_lib.moe", "capacity_mask"),
+                         ("course_lib.moe", "expert_capacity"), ("course_lib.moe", "top_k_routing")},
+    # lesson 10's batcher draws the windows (the exercise says to use it)
+    "check_eval_at_length": {("course_lib.data", "get_batch")},
+}
+OTHER_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math"}
+PRIVATE_CALL = re.compile(r"(?<!\w)_[A-Za-z]\w*\s*\(")  # _helper( or self._helper(, not __init__(
+
+
+def printed(name: str) -> str:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        solution(name)
+    return buf.getvalue()
+
+
+def stub(obj_name: str, check_name: str) -> ast.AST:
+    """The exercise's stub: the top-level def/class `obj_name` in the exercise that calls the check."""
+    for path in sorted(EXERCISES.glob("*.py")):
+        text = path.read_text()
+        if f"{check_name}(" in text:
+            for node in ast.parse(text).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == obj_name:
+                    return node
+    raise AssertionError(f"no stub called {obj_name} in the exercise that calls {check_name}")
+
+
+def signature(fn: ast.FunctionDef) -> list:
+    """Parameter names with their defaults (annotations may differ)."""
+    a = fn.args
+    pos = a.posonlyargs + a.args
+    defaults = [None] * (len(pos) - len(a.defaults)) + [ast.unparse(d) for d in a.defaults]
+    kw = [(k.arg, None if d is None else ast.unparse(d)) for k, d in zip(a.kwonlyargs, a.kw_defaults)]
+    return [(p.arg, d) for p, d in zip(pos, defaults)] + kw + [("*", a.vararg and a.vararg.arg),
+                                                               ("**", a.kwarg and a.kwarg.arg)]
+
+
+def signatures(node: ast.AST) -> dict:
+    if isinstance(node, ast.FunctionDef):
+        return {node.name: signature(node)}
+    return {f.name: signature(f) for f in node.body if isinstance(f, ast.FunctionDef)}
+
+
+@pytest.fixture
+def keep_results():
+    """Grading a solution records a result; leave RESULTS as the other tests found it."""
+    before = dict(RESULTS)
+    yield
+    RESULTS.clear()
+    RESULTS.update(before)
+
+
+def test_every_check_has_an_object_name():
+    assert set(OBJECT) == set(REGISTRY), (
+        f"missing: {sorted(set(REGISTRY) - set(OBJECT))}; unknown: {sorted(set(OBJECT) - set(REGISTRY))}")
+    assert set(ALLOWED_COURSE_LIB) <= set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_printed_solution_passes_its_check(name, keep_results):
+    text = printed(name)
+    namespace = {"__name__": f"solution_{name}"}
+    exec(compile(text, f"<solution({name!r})>", "exec"), namespace)  # noqa: S102 - our own text
+    obj = namespace.get(OBJECT[name])
+    assert obj is not None, f"solution({name!r}) defines no {OBJECT[name]!r}"
+    result = REGISTRY[name].func(obj, quiet=True)
+    assert result.passed and result.points == result.max_points, (result.message, result.detail)
+
+
+def level_problems(name: str, text: str) -> list[str]:
+    """Why `text` is not a lesson-level answer to check `name` (empty when it is)."""
+    problems = [f"calls the private helper {c.rstrip('( ')}()" for c in PRIVATE_CALL.findall(text)]
+    tree = ast.parse(text)
+    allowed, wanted = ALLOWED_COURSE_LIB.get(name, set()), OBJECT[name]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            problems += [f"imports {a.name}" for a in node.names if a.name not in OTHER_IMPORTS]
+        elif isinstance(node, ast.ImportFrom):
+            for a in node.names:
+                if wanted in (a.name, a.asname):
+                    problems.append(f"imports the {wanted} it should write, from {node.module}")
+                elif (node.module, a.name) not in allowed:
+                    problems.append(f"imports {a.name} from {node.module}, which its exercise does not hand out")
+    mine = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == wanted]
+    if not mine:
+        return problems + [f"defines no {wanted}"]
+    theirs = stub(wanted, name)
+    if type(mine[0]) is not type(theirs) or signatures(mine[0]) != signatures(theirs):
+        problems.append(f"its parameters {signatures(mine[0])} differ from the exercise's stub {signatures(theirs)}")
+    return problems
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_printed_solution_is_at_the_lessons_level(name):
+    assert level_problems(name, printed(name)) == []
+
+
+LIBRARY_STYLE = {  # what solution() printed before: library code with later options and private helpers
+    "check_layer_norm": ("import torch\nimport torch.nn as nn\n\n\nclass LayerNorm(nn.Module):\n"
+                         "    def __init__(self, d, eps=1e-5, bias=True):\n        super().__init__()\n\n"
+                         "    def forward(self, x):\n        _check_width(x, self.d, 'LayerNorm')\n"
+                         "        return x.to(_compute_dtype(x))\n",
+                         ["private helper _check_width()", "private helper _compute_dtype()", "parameters"]),
+    "check_multi_head_attention": ("import torch\nfrom course_lib.attention import MultiHeadAttention\n",
+                                   ["imports the MultiHeadAttention it should write", "defines no MultiHeadAttention"]),
+    "check_scaled_dot_product_attention": (
+        "import torch\nfrom course_lib.attention import attention_weights\n\n\n"
+        "def scaled_dot_product_attention(q, k, v, mask=None, scale=None):\n"
+        "    return attention_weights(q, k, mask, scale) @ v\n",
+        ["imports attention_weights from course_lib.attention", "parameters"]),
+    "check_sparse_moe": ("import numpy as np\n", ["imports numpy", "defines no SparseMoE"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIBRARY_STYLE))
+def test_library_style_solutions_are_caught(name):
+    text, expected = LIBRARY_STYLE[name]
+    problems = level_problems(name, text)
+    assert len(problems) == len(expected)
+    for found, fragment in zip(problems, expected):
+        assert fragment in found, (fragment, problems)
+
+
+def test_solution_of_an_unknown_check_names_the_known_ones(capsys):
+    solution("check_no_such_thing")
+    out = capsys.readouterr().out
+    assert "No check called 'check_no_such_thing'" in out and "check_softmax" in out
