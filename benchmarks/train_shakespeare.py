@@ -174,7 +174,7 @@ def course_model(kind: str, vocab: int):
 
 
 def course_config(max_steps: int, device, fast: bool = False, eval_interval: int | None = None) -> TrainConfig:
-    return TrainConfig(max_steps=max_steps, batch_size=BATCH, block_size=CONTEXT, lr=LR, min_lr=MIN_LR,
+    return TrainConfig(max_steps=max_steps, batch_size=BATCH, seq_len=CONTEXT, lr=LR, min_lr=MIN_LR,
                        warmup=min(WARMUP, max_steps), weight_decay=DECAY, betas=BETAS, grad_clip=CLIP,
                        eval_interval=eval_interval or 10**6, eval_iters=200 if eval_interval else 1,
                        device=str(device), progress=False, fast=fast)
@@ -247,7 +247,7 @@ def main() -> None:
     print(f"device {device}; corpus {len(train):,} train / {len(val):,} val characters; vocab {tok.vocab_size}")
     print(f"fast mode here: {mode.describe()}")
     chunk = 10
-    speed_table(train, tok.vocab_size, device, args.threads if device.type == "cpu" else [0],
+    speed_table(train, tok.vocab_size, device, args.threads if device.type == "cpu" else [torch.get_num_threads()],
                 max(1, args.speed_steps // chunk), chunk, mode.kind != "none")
     if args.speed_only:
         return

@@ -1,4 +1,24 @@
-"""Transformers from Scratch: reference implementations and teaching tools."""
+"""Transformers from Scratch: reference implementations and teaching tools.
+
+The package is built in layers. A module imports only from its own layer and the layers above
+it in this list, never from a later one, so each layer can be read (and tested) without the
+ones after it (``tests/test_layering.py`` enforces it):
+
+1. **foundations** -- ``config`` (validation), ``kernels`` (the fused / from-scratch switch),
+   ``device``, ``data`` (the corpus, batches), ``tokenizers``
+2. **components** -- ``attention``, ``positional``, ``positional_attention``, ``ffn``, ``norms``,
+   ``efficient_attention``, ``kv_cache``, ``moe``, ``ssm``, ``quantization``
+3. **blocks** -- ``blocks``, ``parallel_block``
+4. **models** -- ``models`` (GPT, BERT, T5, LLaMA/Mistral, sizes), ``vit``, ``mod``
+5. **training, generation, interop** -- ``training``, ``generation``, ``interop`` (Hugging Face
+   in and out), ``models.minilm`` (a pretrained BERT, read through interop), ``experiments``,
+   ``analysis``, ``distributed``, ``export``
+6. **teaching tools** -- ``checks`` (the graders), ``grade``, ``widgets``, ``viz``,
+   ``course_map``, ``envcheck``, ``tools`` (building and checking the notebooks)
+
+Layers 1-5 are the reference implementation: what a lesson points to and a test proves equal
+to PyTorch and Hugging Face. Layer 6 serves the course itself; no reference module needs it.
+"""
 from course_lib.device import describe_device, get_device, seed_everything  # noqa: F401
 
 __version__ = "0.1.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from course_lib.tools import repo_root
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class Lesson:
 
     @property
     def status(self) -> str:
-        have = (ROOT / self.lesson).exists() and (self.exercise is None or (ROOT / self.exercise).exists())
+        root = repo_root()
+        have = (root / self.lesson).exists() and (self.exercise is None or (root / self.exercise).exists())
         return "ready" if have else "planned"
 
 

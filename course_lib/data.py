@@ -121,13 +121,13 @@ def encoded_corpus(tokenizer, name: str, n_chars: int = CORPUS_CHARS) -> tuple[n
     return train, val
 
 
-def get_batch(data, batch_size: int, block_size: int, generator: torch.Generator | None = None,
+def get_batch(data, batch_size: int, seq_len: int, generator: torch.Generator | None = None,
               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows: x = data[i : i+T], y = data[i+1 : i+T+1] for B random i. Returns (B, T) each."""
-    if len(data) <= block_size:
-        raise ValueError(f"the data holds {len(data)} tokens; block_size={block_size} needs more than that.")
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    if len(data) <= seq_len:
+        raise ValueError(f"the data holds {len(data)} tokens; seq_len={seq_len} needs more than that.")
+    ix = torch.randint(len(data) - seq_len, (batch_size,), generator=generator)  # (B,)
     data_t = torch.from_numpy(np.asarray(data, dtype=np.int64)) if not isinstance(data, torch.Tensor) else data
-    x = torch.stack([data_t[i: i + block_size] for i in ix.tolist()])  # (B, T)
-    y = torch.stack([data_t[i + 1: i + 1 + block_size] for i in ix.tolist()])  # (B, T)
+    x = torch.stack([data_t[i: i + seq_len] for i in ix.tolist()])  # (B, T)
+    y = torch.stack([data_t[i + 1: i + 1 + seq_len] for i in ix.tolist()])  # (B, T)
     return x.to(device), y.to(device)

@@ -38,7 +38,7 @@ def setup() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-def train(steps: int, global_batch: int, block_size: int, lr: float, seed: int = 0) -> list[float]:
+def train(steps: int, global_batch: int, seq_len: int, lr: float, seed: int = 0) -> list[float]:
     from course_lib.models import GPT
     rank, world, device = setup()
     if global_batch % world:
@@ -46,7 +46,7 @@ def train(steps: int, global_batch: int, block_size: int, lr: float, seed: int =
     text_tok = CharTokenizer.train(_corpus_text())
     train_data, _ = encoded_corpus(text_tok, "char")
     torch.manual_seed(seed)  # the same initial weights in every process (DDP also broadcasts them)
-    model = GPT(vocab_size=text_tok.vocab_size, max_positions=block_size, d_model=64, n_layers=2,
+    model = GPT(vocab_size=text_tok.vocab_size, max_positions=seq_len, d_model=64, n_layers=2,
                 n_heads=4).to(device)
     ddp = DDP(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -54,7 +54,7 @@ def train(steps: int, global_batch: int, block_size: int, lr: float, seed: int =
     losses = []
     for step in range(steps):
         gen = torch.Generator().manual_seed(seed * 100_003 + step)  # the same global batch everywhere
-        x, y = get_batch(train_data, global_batch, block_size, gen, device)  # (B_global, T)
+        x, y = get_batch(train_data, global_batch, seq_len, gen, device)  # (B_global, T)
         x, y = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]  # my slice
         logits = ddp(x).logits  # (B_rank, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B_rank*T, V) -> mean over my slice
@@ -80,12 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--global-batch", type=int, default=8)
-    ap.add_argument("--block-size", type=int, default=32)
+    ap.add_argument("--seq-len", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--json", help="write the per-step losses here (rank 0)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    losses = train(args.steps, args.global_batch, args.block_size, args.lr)
+    losses = train(args.steps, args.global_batch, args.seq_len, args.lr)
     if losses:
         for i, l in enumerate(losses):
             print(f"step {i:4d}  loss {l:.6f}")

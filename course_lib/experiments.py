@@ -34,8 +34,8 @@ from course_lib.config import (ConfigError, check_choice, check_divisible, check
                                check_positive_values, check_range, make_config)
 from course_lib.data import get_batch
 from course_lib.ffn import ffn_params, make_ffn, matched_gated_d_ff
-from course_lib.models.common import init_normal
-from course_lib.models.sizes import attention_params
+from course_lib.models.common import count_params, init_normal
+from course_lib.models.sizes import ParamCount, attention_params
 from course_lib.norms import make_norm
 from course_lib.positional import LearnedPositionalEmbedding, alibi_bias, rope_cos_sin, sinusoidal_encoding
 from course_lib.training import TrainConfig, Trainer, lm_loss
@@ -53,14 +53,14 @@ class LengthError(ValueError):
 # --------------------------------------------------------------------------- config
 @dataclass
 class ExperimentConfig:
-    """One small causal LM. ``context`` is the training length T (and the size of a learned
+    """One small causal LM. ``max_positions`` is the training length T (and the size of a learned
     position table). ``n_kv_heads`` None = n_heads (MHA). ``d_ff`` is the plain GELU FFN's hidden
     size (None = 4·d_model); SwiGLU gets ``matched_gated_d_ff(d_ff)`` = 2/3 of it, so both FFNs
     have the same number of weights. The None defaults are resolved by the properties
     ``kv_heads`` and ``ffn_hidden`` (not in place), so ``dataclasses.replace(cfg, d_model=32)``
     gives the defaults of the new size."""
     vocab_size: int = 65
-    context: int = 64
+    max_positions: int = 64  # the context length, as in GPTConfig and LlamaConfig
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
@@ -75,7 +75,7 @@ class ExperimentConfig:
     rope_theta: float = 10000.0
 
     def __post_init__(self):
-        check_positive(self, "vocab_size", "context", "d_model", "n_layers", "n_heads")
+        check_positive(self, "vocab_size", "max_positions", "d_model", "n_layers", "n_heads")
         check_positive(self, "n_kv_heads", "d_ff", allow_none=True)
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
         check_choice(self, "position", POSITIONS)
@@ -113,57 +113,27 @@ class ExperimentConfig:
 
 
 # --------------------------------------------------------------------------- parameter count
-@dataclass
-class ExperimentParams:
-    """Parameters by part. The LM head shares the token embedding (weight tying), so it adds none."""
-    token_embedding: int
-    position_embedding: int  # the learned table; 0 for every other scheme (nothing to train)
-    blocks: int
-    final_norm: int
-
-    @property
-    def total(self) -> int:
-        return self.token_embedding + self.position_embedding + self.blocks + self.final_norm
-
-    @property
-    def non_embedding(self) -> int:
-        """Kaplan et al. 2020 §1.1's N: everything but the token and position embeddings."""
-        return self.blocks + self.final_norm
-
-
 def norm_params(cfg: ExperimentConfig) -> int:
     """γ (and β for a LayerNorm with biases) of one norm."""
     return cfg.d_model * (2 if cfg.norm == "layernorm" and cfg.bias else 1)
 
 
-def experiment_params(cfg: ExperimentConfig) -> ExperimentParams:
+def experiment_params(cfg: ExperimentConfig) -> ParamCount:
     """The parameter count an ``ExperimentConfig`` implies, part by part, from the formulas alone."""
     C = cfg.d_model
     attn = attention_params(C, cfg.n_heads, cfg.head_dim, cfg.kv_heads, bias=cfg.bias)
     ffn = ffn_params(C, cfg.ffn_hidden, gated=cfg.ffn == "swiglu", bias=cfg.bias)
     block = attn + ffn + 2 * norm_params(cfg)  # two norms per block
-    return ExperimentParams(token_embedding=cfg.vocab_size * C,
-                            position_embedding=cfg.context * C if cfg.position == "learned" else 0,
-                            blocks=cfg.n_layers * block,
-                            final_norm=0 if cfg.norm_placement == "post" else norm_params(cfg))
-
-
-def non_embedding_params(model: nn.Module) -> int:
-    """Parameters outside every ``nn.Embedding`` (token and learned-position tables), each tensor
-    counted once: the N of Kaplan et al. 2020, who found that it, not the total, predicts the loss."""
-    embedding = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    seen, n = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen and id(p) not in embedding:
-            n += p.numel()
-        seen.add(id(p))
-    return n
+    position_table = cfg.max_positions * C if cfg.position == "learned" else 0  # other schemes train nothing
+    return ParamCount(embeddings=cfg.vocab_size * C + position_table, blocks=cfg.n_layers * block,
+                      head=0,  # the LM head shares the token embedding (weight tying)
+                      other=0 if cfg.norm_placement == "post" else norm_params(cfg))  # the final norm
 
 
 # --------------------------------------------------------------------------- model
 class ExperimentLM(nn.Module):
     """Token embedding (+ absolute positions) -> n_layers Blocks (+ a final norm unless post-LN)
-    -> tied LM head. input_ids (B, T) -> logits (B, T, V); T may exceed ``config.context``
+    -> tied LM head. input_ids (B, T) -> logits (B, T, V); T may exceed ``config.max_positions``
     unless ``position == "learned"``."""
 
     def __init__(self, config: ExperimentConfig | None = None, **overrides):
@@ -171,7 +141,7 @@ class ExperimentLM(nn.Module):
         self.config = cfg = make_config(ExperimentConfig, config, overrides, model="ExperimentLM")
         C = cfg.d_model
         self.tok_emb = nn.Embedding(cfg.vocab_size, C)
-        self.pos_emb = LearnedPositionalEmbedding(cfg.context, C) if cfg.position == "learned" else None
+        self.pos_emb = LearnedPositionalEmbedding(cfg.max_positions, C) if cfg.position == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(self._block() for _ in range(cfg.n_layers))
         # post-LN already ends every block with a norm; pre-LN needs one before the head
@@ -223,11 +193,11 @@ class ExperimentLM(nn.Module):
         T = input_ids.size(1)
         x = self.tok_emb(input_ids)  # (B, T, C)
         if cfg.position == "learned":
-            if T > cfg.context:
-                raise LengthError(f"position='learned' has a table of {cfg.context} positions (the training "
+            if T > cfg.max_positions:
+                raise LengthError(f"position='learned' has a table of {cfg.max_positions} positions (the training "
                                   f"context), but this input has {T} tokens: there is no embedding for "
-                                  f"position >= {cfg.context}, so a learned table cannot extrapolate. Use "
-                                  f"inputs of at most {cfg.context} tokens, or another position scheme.")
+                                  f"position >= {cfg.max_positions}, so a learned table cannot extrapolate. Use "
+                                  f"inputs of at most {cfg.max_positions} tokens, or another position scheme.")
             x = x + self.pos_emb(torch.arange(T, device=input_ids.device))  # (B, T, C)
         elif cfg.position == "sinusoidal":
             # §3.4: the (tied) embedding is multiplied by √d_model; with the init above its vectors
@@ -372,14 +342,14 @@ def run_experiment(cfg: ExperimentConfig, train, val, steps: int, *, batch_size:
                    warmup: int | None = None, eval_iters: int = 10, seed: int = 0,
                    device: str | torch.device | None = None) -> ExperimentResult:
     """Build ``ExperimentLM(cfg)`` with seed ``seed``, train it ``steps`` steps with the course
-    Trainer (AdamW, warm-up + cosine to lr/10, clipping at 1.0) on windows of ``cfg.context``
+    Trainer (AdamW, warm-up + cosine to lr/10, clipping at 1.0) on windows of ``cfg.max_positions``
     tokens, and return its final validation loss and the wall time. Same seed = same initial
     weights (for equal shapes) and the same training batches for every config."""
     check_positive_values("run_experiment", steps=steps, batch_size=batch_size, eval_iters=eval_iters)
     torch.manual_seed(seed)
     model = ExperimentLM(cfg)
     warmup = max(1, steps // 10) if warmup is None else warmup
-    tcfg = TrainConfig(max_steps=steps, batch_size=batch_size, block_size=cfg.context, lr=lr, min_lr=lr / 10,
+    tcfg = TrainConfig(max_steps=steps, batch_size=batch_size, seq_len=cfg.max_positions, lr=lr, min_lr=lr / 10,
                        warmup=warmup, eval_interval=steps, eval_iters=eval_iters, seed=seed, progress=False,
                        device=None if device is None else str(device))
     trainer = Trainer(model, train, val, tcfg)
@@ -388,4 +358,4 @@ def run_experiment(cfg: ExperimentConfig, train, val, steps: int, *, batch_size:
     seconds = time.perf_counter() - start
     model.eval()
     return ExperimentResult(cfg, model, history.val_loss[-1], seconds, steps, history.tokens,
-                            sum(p.numel() for p in model.parameters()), non_embedding_params(model))
+                            count_params(model), count_params(model, embeddings=False))

@@ -55,10 +55,10 @@ def _logits(out) -> torch.Tensor:
 
 
 def context_length(model) -> int | None:
-    """The longest input the model was built for: `max_positions` (GPT, LLaMA) or `context`
-    (the lesson-13 ExperimentLM); None when its config names neither."""
+    """The longest input the model was built for: its config's `max_positions` (every
+    course_lib model), or None when it has none (T5's relative positions have no limit)."""
     config = getattr(model, "config", None)
-    for name in ("max_positions", "context"):
+    for name in ("max_positions",):
         value = getattr(config, name, None)
         if isinstance(value, int):
             return value
@@ -69,21 +69,22 @@ def context_length(model) -> int | None:
 def generate(model, idx: torch.Tensor, n: int, use_cache: bool = True, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None,
              stop_tokens: tuple[int, ...] | list[int] = (), generator: torch.Generator | None = None,
-             max_context: int | None = None) -> torch.Tensor:
+             max_positions: int | None = None) -> torch.Tensor:
     """Append up to `n` tokens to `idx` (B, T). temperature 0 = greedy.
 
     With `use_cache`, the prompt is run once (prefill) and each new token is fed alone while
     the model's KV cache (`model.new_cache()`) holds the keys and values of everything before:
     one token of work per step instead of the whole sequence. Without it, the whole (cropped)
     sequence is recomputed each step; so is it once the sequence reaches the model's context
-    length (`max_positions`), keeping the last `max_context` tokens. Generation stops early when every row has produced one of
+    length (`max_positions`, from the model's config unless given), keeping the last `max_positions`
+    tokens. Generation stops early when every row has produced one of
     `stop_tokens` (rows that stopped are padded with their stop token).
     """
     if idx.dim() != 2:
         raise ValueError(f"idx must be (batch, time) token ids, got shape {tuple(idx.shape)}.")
     if n < 0:
         raise ValueError(f"n={n}: expected the number of tokens to generate (>= 0).")
-    max_context = max_context or context_length(model)
+    max_positions = max_positions or context_length(model)
     if use_cache and not hasattr(model, "new_cache"):
         raise TypeError(f"{type(model).__name__} has no KV cache (no new_cache() method); "
                         "call generate(..., use_cache=False) to recompute the context each step.")
@@ -94,12 +95,12 @@ def generate(model, idx: torch.Tensor, n: int, use_cache: bool = True, temperatu
     cache = model.new_cache() if use_cache else None
     step_input = idx
     for _ in range(n):
-        if use_cache and max_context is not None and idx.size(1) >= max_context:
-            use_cache = False  # the context is full: from now on recompute the last max_context tokens
+        if use_cache and max_positions is not None and idx.size(1) >= max_positions:
+            use_cache = False  # the context is full: from now on recompute the last max_positions tokens
         if use_cache:
             logits = _logits(model(step_input, cache=cache))[:, -1]  # (B, V): only the new position
         else:
-            context = idx if max_context is None else idx[:, -max_context:]  # (B, <=T_max)
+            context = idx if max_positions is None else idx[:, -max_positions:]  # (B, <=T_max)
             logits = _logits(model(context))[:, -1]  # (B, V)
         nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
         if len(stop):

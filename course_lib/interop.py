@@ -443,7 +443,7 @@ def t5_config_from_hf(hf_config) -> T5Config:
     # transformers 5 always ties T5's head to `shared` and keeps the v1.0/v1.1 difference in
     # `scale_decoder_outputs`; older versions said it with tie_word_embeddings.
     tied = getattr(hf_config, "scale_decoder_outputs", hf_config.tie_word_embeddings)
-    return T5Config(vocab_size=hf_config.vocab_size, d_model=hf_config.d_model, d_kv=hf_config.d_kv,
+    return T5Config(vocab_size=hf_config.vocab_size, d_model=hf_config.d_model, head_dim=hf_config.d_kv,
                     d_ff=hf_config.d_ff, n_layers=hf_config.num_layers, n_decoder_layers=hf_config.num_decoder_layers,
                     n_heads=hf_config.num_heads, num_buckets=hf_config.relative_attention_num_buckets,
                     max_distance=hf_config.relative_attention_max_distance, eps=float(hf_config.layer_norm_epsilon),
@@ -458,7 +458,7 @@ def t5_config_to_hf(model: T5):
     c = model.config
     ffn = ("gated-" if c.gated else "") + ("gelu" if c.activation == "gelu_tanh" else c.activation)
     return "T5ForConditionalGeneration", hf.T5Config(
-        vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.d_kv, d_ff=c.d_ff, num_layers=c.n_layers,
+        vocab_size=c.vocab_size, d_model=c.d_model, d_kv=c.head_dim, d_ff=c.d_ff, num_layers=c.n_layers,
         num_decoder_layers=c.n_decoder_layers, num_heads=c.n_heads, relative_attention_num_buckets=c.num_buckets,
         relative_attention_max_distance=c.max_distance, layer_norm_epsilon=c.eps, dropout_rate=c.dropout,
         feed_forward_proj=ffn, tie_word_embeddings=c.tie_weights, pad_token_id=c.pad_token_id,

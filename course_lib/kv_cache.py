@@ -84,13 +84,13 @@ class ModelShape:
     d_model: int  # hidden_size
     n_heads: int  # num_attention_heads
     n_kv_heads: int  # num_key_value_heads (1 = MQA, < n_heads = GQA)
-    max_context: int  # max_position_embeddings (the trained context)
+    max_positions: int  # max_position_embeddings (the trained context)
     sliding_window: int | None = None  # Mistral: the cache never holds more than this
     head_dim: int | None = None  # None = d_model // n_heads
 
     def __post_init__(self):
         try:
-            check_positive(self, "n_layers", "d_model", "n_heads", "n_kv_heads", "max_context")
+            check_positive(self, "n_layers", "d_model", "n_heads", "n_kv_heads", "max_positions")
             check_positive(self, "sliding_window", "head_dim", allow_none=True)
             check_divisible(self, "n_heads", "n_kv_heads", why="each key/value head serves the same number "
                             "of query heads; check the config numbers")

@@ -312,36 +312,3 @@ def from_hf_mixtral_block(hf_block: nn.Module) -> SparseMoE:
     w = hf_block.gate.weight
     moe.load_state_dict(mixtral_block_state_dict(hf_block.state_dict()))
     return moe.to(device=w.device, dtype=w.dtype)
-
-
-# --------------------------------------------------------------------------- parameter counts
-@dataclass
-class ParamCount:
-    total: int  # every weight the model stores
-    active: int  # the weights one token's forward pass actually uses
-
-    def __str__(self) -> str:
-        return f"total {self.total / 1e9:.2f} B, active per token {self.active / 1e9:.2f} B"
-
-
-def moe_param_counts(vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int,
-                     d_ff: int, n_experts: int, top_k: int, n_shared_experts: int = 0,
-                     tied_embeddings: bool = False, head_dim: int | None = None) -> ParamCount:
-    """Total and active parameters of a LLaMA-style decoder whose FFNs are MoE layers
-    (bias-free projections, RMSNorm, SwiGLU experts), computed from its config."""
-    D = head_dim or d_model // n_heads
-    attn = d_model * D * (2 * n_heads + 2 * n_kv_heads)  # q_proj, o_proj; k_proj, v_proj
-    expert = 3 * d_model * d_ff  # gate_proj, up_proj, down_proj
-    per_layer = attn + n_experts * d_model + 2 * d_model  # + router + two RMSNorm gains
-    embed = vocab_size * d_model * (1 if tied_embeddings else 2)  # embed_tokens (+ lm_head)
-    fixed = n_layers * (per_layer + n_shared_experts * expert) + embed + d_model  # + final norm
-    return ParamCount(total=fixed + n_layers * n_experts * expert, active=fixed + n_layers * top_k * expert)
-
-
-def param_counts_from_hf_config(config) -> ParamCount:
-    """ParamCount from a Hugging Face ``MixtralConfig`` (or any config with the same fields)."""
-    return moe_param_counts(config.vocab_size, config.hidden_size, config.num_hidden_layers,
-                            config.num_attention_heads, config.num_key_value_heads, config.intermediate_size,
-                            config.num_local_experts, config.num_experts_per_tok,
-                            tied_embeddings=config.tie_word_embeddings,
-                            head_dim=getattr(config, "head_dim", None))

@@ -110,7 +110,7 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
 class TrainConfig:
     max_steps: int = 200
     batch_size: int = 12
-    block_size: int = 64
+    seq_len: int = 64  # tokens per training window (nanoGPT: block_size), at most the model's max_positions
     grad_accum: int = 1  # micro-batches per optimiser step
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -128,7 +128,7 @@ class TrainConfig:
     fast: bool = False  # bf16 autocast and/or torch.compile where this machine supports them (fast_mode)
 
     def __post_init__(self):
-        check_positive(self, "max_steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_iters")
+        check_positive(self, "max_steps", "batch_size", "seq_len", "grad_accum", "eval_interval", "eval_iters")
         check_range(self, "lr", 0.0, 10.0)
         check_range(self, "min_lr", 0.0, self.lr)
         if not 0 <= self.warmup <= self.max_steps:
@@ -312,7 +312,7 @@ class Trainer:
 
     def batch(self, split: str = "train", gen: torch.Generator | None = None):
         data = self.train_data if split == "train" else self.val_data
-        return get_batch(data, self.cfg.batch_size, self.cfg.block_size, gen or self.data_gen, self.device)
+        return get_batch(data, self.cfg.batch_size, self.cfg.seq_len, gen or self.data_gen, self.device)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -357,7 +357,7 @@ class Trainer:
         h.train_loss.append(total)
         h.lr.append(lr)
         h.grad_norm.append(float(norm))
-        h.tokens += cfg.batch_size * cfg.block_size * cfg.grad_accum
+        h.tokens += cfg.batch_size * cfg.seq_len * cfg.grad_accum
         for name, value in parts.items():
             h.parts.setdefault(name, []).append(value)
         self.step += 1

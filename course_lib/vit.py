@@ -117,11 +117,3 @@ def load_digits_tensors(test_fraction: float = 0.2, seed: int = 0):
     n_test = int(len(labels) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     return images[train], labels[train], images[test], labels[test]
-
-
-def state_dict_from_hf(hf_state: dict, n_layers: int | None = None) -> dict:
-    """Rename a Hugging Face ``ViTForImageClassification`` state dict to ours: the layouts are the
-    same, so it is a key map (``course_lib.interop.VIT_KEYS``; layers are read from the keys, so
-    ``n_layers`` is not needed)."""
-    from course_lib.interop import VIT_KEYS, rename
-    return rename(hf_state, VIT_KEYS)

@@ -207,7 +207,7 @@ def test_rollout_errors():
 def test_record_cross_attention_of_a_tiny_t5():
     from course_lib.models.t5 import T5
     torch.manual_seed(0)
-    model = T5(vocab_size=12, d_model=32, d_kv=8, d_ff=64, n_layers=2, n_heads=4, dropout=0.0).eval()
+    model = T5(vocab_size=12, d_model=32, head_dim=8, d_ff=64, n_layers=2, n_heads=4, dropout=0.0).eval()
     x = torch.randint(1, 12, (2, 6), generator=torch.Generator().manual_seed(1))
     dec = torch.randint(1, 12, (2, 5), generator=torch.Generator().manual_seed(2))
     enc_mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])

@@ -159,11 +159,11 @@ def adds_batch_means(model, data, length, n_batches, batch_size, generator):
 
 @evaluating
 def crops_like_generate(model, data, length, n_batches, batch_size, generator):
-    block_size = model.config.context
+    seq_len = model.config.max_positions
     losses = []
     for _ in range(n_batches):
         x, y = get_batch(data, batch_size, length, generator)
-        x_cond, y_cond = x[:, -block_size:], y[:, -block_size:]
+        x_cond, y_cond = x[:, -seq_len:], y[:, -seq_len:]
         logits = model(x_cond)
         losses.append(F.cross_entropy(logits.transpose(1, 2), y_cond).item())
     return sum(losses) / n_batches
@@ -173,7 +173,7 @@ def crops_like_generate(model, data, length, n_batches, batch_size, generator):
 def windows_of_training_length(model, data, length, n_batches, batch_size, generator):
     losses = []
     for _ in range(n_batches):
-        x, y = get_batch(data, batch_size, model.config.context, generator)
+        x, y = get_batch(data, batch_size, model.config.max_positions, generator)
         losses.append(F.cross_entropy(model(x).transpose(1, 2), y).item())
     return sum(losses) / n_batches
 

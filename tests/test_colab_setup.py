@@ -16,8 +16,10 @@ import nbformat
 import pytest
 
 from course_lib import REPO_URL
-from course_lib.course_map import ROOT
+from course_lib.tools import repo_root
 from course_lib.tools.colab import COLAB_TAG, setup_code
+
+ROOT = repo_root()
 
 BOOKS = sorted(p for d in ("notebooks", "solutions", "exercises") for p in (ROOT / d).glob("*.ipynb"))
 
@@ -37,6 +39,7 @@ cells = json.load(open(sys.argv[1]))
 for source in cells:
     exec(compile(source, "<cell>", "exec"), globals())
 import course_lib
+
 print("course_lib from", course_lib.__file__)
 '''
 

@@ -33,7 +33,7 @@ def test_split_and_batches():
     x, y = data.get_batch(train, 4, 8, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (4, 8) and x.dtype == torch.int64
     assert torch.equal(y[:, :-1], x[:, 1:])
-    with pytest.raises(ValueError, match="block_size=8 needs more"):
+    with pytest.raises(ValueError, match="seq_len=8 needs more"):
         data.get_batch(arr[:8], 2, 8)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         data.train_val_split(arr, 1.5)

@@ -11,16 +11,17 @@ import torch.nn.functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from course_lib.config import ConfigError
+from course_lib.models.common import count_params
 from course_lib.experiments import (POSITIONS, ExperimentConfig, ExperimentLM, LengthError, PowerLaw,
                                     compute_optimal, eval_at_length, experiment_params, fit_power_law,
-                                    loss_by_position, non_embedding_params, run_experiment, training_flops)
+                                    loss_by_position, run_experiment, training_flops)
 
 V = 11
 
 
 def make(seed=0, **kw) -> ExperimentLM:
     torch.manual_seed(seed)
-    cfg = dict(vocab_size=V, context=8, d_model=16, n_layers=2, n_heads=4)
+    cfg = dict(vocab_size=V, max_positions=8, d_model=16, n_layers=2, n_heads=4)
     model = ExperimentLM(**{**cfg, **kw}).double().eval()
     with torch.no_grad():  # random, non-trivial weights everywhere (norm gains included)
         for p in model.parameters():
@@ -163,13 +164,13 @@ def test_learned_positions_refuse_longer_inputs():
                          ids=str)
 def test_parameter_formula_equals_the_model(kw):
     torch.manual_seed(0)
-    model = ExperimentLM(vocab_size=V, context=8, d_model=kw.pop("d_model", 16), n_heads=kw.pop("n_heads", 4), **kw)
+    model = ExperimentLM(vocab_size=V, max_positions=8, d_model=kw.pop("d_model", 16), n_heads=kw.pop("n_heads", 4), **kw)
     counts = experiment_params(model.config)
     unique = {id(p): p.numel() for p in model.parameters()}
     assert counts.total == sum(unique.values())
-    assert counts.non_embedding == non_embedding_params(model)
+    assert counts.non_embedding == count_params(model, embeddings=False)
     embedding = model.tok_emb.weight.numel() + (model.pos_emb.weight.numel() if model.pos_emb is not None else 0)
-    assert non_embedding_params(model) == sum(unique.values()) - embedding
+    assert count_params(model, embeddings=False) == sum(unique.values()) - embedding
 
 
 def test_replace_resolves_defaults_for_the_new_size():
@@ -205,7 +206,7 @@ def test_gqa_and_mqa_shrink_only_k_and_v():
     # positive integers (None allowed where it means "the default")
     (dict(n_kv_heads=0), "ExperimentConfig.n_kv_heads=0: expected a positive integer"),
     (dict(d_ff=0), "ExperimentConfig.d_ff=0: expected a positive integer"),
-    (dict(context=0), "ExperimentConfig.context=0: expected a positive integer"),
+    (dict(max_positions=0), "ExperimentConfig.max_positions=0: expected a positive integer"),
     (dict(n_layers=2.0), r"ExperimentConfig.n_layers=2.0: expected a positive integer"),
     # ranges
     (dict(dropout=1.0), r"ExperimentConfig.dropout=1.0: expected a number in \[0.0, 1.0\)"),
@@ -230,7 +231,7 @@ def test_good_edge_values_pass_and_the_fixes_proposed_are_valid():
 
 
 def test_model_takes_a_config_or_overrides_not_both():
-    cfg = ExperimentConfig(vocab_size=V, context=8, d_model=16, n_heads=4)
+    cfg = ExperimentConfig(vocab_size=V, max_positions=8, d_model=16, n_heads=4)
     assert ExperimentLM(cfg).config is cfg and ExperimentLM(**vars(cfg)).config == cfg
     with pytest.raises(TypeError, match=r"either an ExperimentConfig or keyword overrides to ExperimentLM, not both "
                                         r"\(got a config and \['d_model'\]\)"):
@@ -346,7 +347,7 @@ def test_compute_optimal_matches_chinchilla():
 
 def test_run_experiment_is_reproducible():
     data = np.random.default_rng(0).integers(0, V, 2000).astype(np.uint16)
-    cfg = ExperimentConfig(vocab_size=V, context=8, d_model=16, n_layers=1, n_heads=2, position="rope")
+    cfg = ExperimentConfig(vocab_size=V, max_positions=8, d_model=16, n_layers=1, n_heads=2, position="rope")
     a = run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=4, eval_iters=2, device="cpu")
     b = run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=4, eval_iters=2, device="cpu")
     assert a.val_loss == b.val_loss and math.isfinite(a.val_loss) and not a.model.training

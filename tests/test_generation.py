@@ -119,7 +119,7 @@ def test_generation_crops_the_prompt_to_the_context_of_an_experiment_model():
     from course_lib.experiments import ExperimentLM
     from course_lib.generation import context_length, generate
     torch.manual_seed(0)
-    model = ExperimentLM(vocab_size=30, context=16, d_model=32, n_layers=1, n_heads=2, position="learned").eval()
+    model = ExperimentLM(vocab_size=30, max_positions=16, d_model=32, n_layers=1, n_heads=2, position="learned").eval()
     assert context_length(model) == 16 and context_length(_gpt()) == 96
     prompt = torch.randint(0, 30, (1, 40), generator=torch.Generator().manual_seed(1))  # longer than the table
     out = generate(model, prompt, 5, use_cache=False)

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.course_map import ROOT
+from course_lib.tools import repo_root
 from course_lib.grade import expand, write_roster
+
+ROOT = repo_root()
+
 
 
 def read_roster(path: Path) -> list[dict]:

@@ -14,7 +14,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.course_map import ROOT
+from course_lib.tools import repo_root
+
+ROOT = repo_root()
 
 try:
     import tomllib
@@ -125,6 +127,7 @@ def test_the_dependency_scan_sees_what_it_should():
 
 BLOCKER = f"""
 import importlib.abc, sys
+
 BLOCKED = {BUILD_TOOLS!r}
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):

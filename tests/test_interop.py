@@ -51,11 +51,11 @@ EXAMPLES = {
                           lambda: BertForMaskedLM(BertConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=3,
                                                              d_ff=40, max_positions=16)))},
     "t5": {"T5 v1.0": ("seq2seq", lambda: hf.T5ForConditionalGeneration(hf.T5Config(**T5_HF)),
-                       lambda: T5(T5Config(vocab_size=V, d_model=24, d_kv=6, d_ff=40, n_layers=2, n_heads=3,
+                       lambda: T5(T5Config(vocab_size=V, d_model=24, head_dim=6, d_ff=40, n_layers=2, n_heads=3,
                                            num_buckets=8, max_distance=16))),
            "T5 gated-GELU": ("seq2seq", lambda: hf.T5ForConditionalGeneration(hf.T5Config(
                                  **T5_HF, feed_forward_proj="gated-gelu")),
-                             lambda: T5(T5Config(vocab_size=V, d_model=24, d_kv=6, d_ff=40, n_layers=2, n_heads=3,
+                             lambda: T5(T5Config(vocab_size=V, d_model=24, head_dim=6, d_ff=40, n_layers=2, n_heads=3,
                                                  num_buckets=8, max_distance=16, gated=True,
                                                  activation="gelu_tanh")))},
     "vit": {"ViT": ("image", lambda: hf.ViTForImageClassification(hf.ViTConfig(**VIT)),

@@ -202,7 +202,7 @@ def _models():
         "mistral_window": lambda: Llama(vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=1, d_ff=48,
                                         max_positions=16, sliding_window=3),
         "bert": lambda: Bert(vocab_size=50, d_model=32, n_layers=2, n_heads=4, d_ff=48, max_positions=16),
-        "t5": lambda: T5(vocab_size=50, d_model=32, d_kv=8, d_ff=48, n_layers=2, n_heads=4, dropout=0.0),
+        "t5": lambda: T5(vocab_size=50, d_model=32, head_dim=8, d_ff=48, n_layers=2, n_heads=4, dropout=0.0),
         "alibi_postln_rms": lambda: ExperimentLM(ExperimentConfig(vocab_size=50, d_model=32, n_layers=2, n_heads=4,
                                                                   position="alibi", norm_placement="post",
                                                                   norm="rmsnorm")),

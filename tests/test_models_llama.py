@@ -41,15 +41,15 @@ def test_logits_match_hugging_face(name):
 
 
 def test_published_sizes():
-    from course_lib.models.sizes import count_llama_params
-    assert count_llama_params(LlamaConfig()) == 6_738_415_616  # LLaMA-2-7B
-    assert count_llama_params(mistral_config(vocab_size=32000)) == 7_241_732_096  # Mistral-7B-v0.1
+    from course_lib.models.sizes import llama_params
+    assert llama_params(LlamaConfig()).total == 6_738_415_616  # LLaMA-2-7B
+    assert llama_params(mistral_config(vocab_size=32000)).total == 7_241_732_096  # Mistral-7B-v0.1
 
 
 def test_param_formula_equals_an_instantiated_model():
-    from course_lib.models.sizes import count_llama_params
+    from course_lib.models.sizes import llama_params
     cfg = LlamaConfig(vocab_size=V, d_model=48, n_layers=3, n_heads=6, n_kv_heads=2, d_ff=70)
-    assert count_llama_params(cfg) == sum(p.numel() for p in Llama(cfg).parameters())
+    assert llama_params(cfg).total == sum(p.numel() for p in Llama(cfg).parameters())
 
 
 def test_moe_hook_replaces_the_feed_forward():

@@ -11,7 +11,7 @@ V = 45
 CONFIGS = {
     "v1.0 (ReLU, tied, rescaled head)": dict(feed_forward_proj="relu", tie_word_embeddings=True),
     "v1.1 (gated-GELU, untied head)": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
-    "v1.1, d_kv=7 with 5 heads, 3+2 layers": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+    "v1.1, head_dim=7 with 5 heads, 3+2 layers": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False,
                                                    d_kv=7, num_heads=5, num_layers=3, num_decoder_layers=2),
 }
 
@@ -53,8 +53,8 @@ def test_t5_logits_and_loss_match_hugging_face(name):
 def test_v1_0_head_is_tied_and_v1_1_is_not():
     assert from_hf(_hf(**CONFIGS["v1.0 (ReLU, tied, rescaled head)"])).config.tie_weights
     assert not from_hf(_hf(**CONFIGS["v1.1 (gated-GELU, untied head)"])).config.tie_weights
-    v10 = T5(T5Config(vocab_size=V, d_model=16, d_kv=4, d_ff=20, n_layers=1, n_heads=2))
-    v11 = T5(t5_v1_1_config(vocab_size=V, d_model=16, d_kv=4, d_ff=20, n_layers=1, n_heads=2))
+    v10 = T5(T5Config(vocab_size=V, d_model=16, head_dim=4, d_ff=20, n_layers=1, n_heads=2))
+    v11 = T5(t5_v1_1_config(vocab_size=V, d_model=16, head_dim=4, d_ff=20, n_layers=1, n_heads=2))
     assert v10.lm_head.weight is v10.shared.weight
     assert v11.lm_head.weight is not v11.shared.weight
 
@@ -80,13 +80,13 @@ def test_shift_right_matches_hugging_face():
 
 
 def test_forward_without_decoder_inputs_or_labels_is_explained():
-    model = T5(T5Config(vocab_size=V, d_model=16, d_kv=4, d_ff=20, n_layers=1, n_heads=2))
+    model = T5(T5Config(vocab_size=V, d_model=16, head_dim=4, d_ff=20, n_layers=1, n_heads=2))
     with pytest.raises(ValueError, match="decoder_input_ids, or labels"):
         model(torch.zeros(1, 3, dtype=torch.long))
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(d_kv=0), r"T5Config.d_kv=0: expected a positive integer \(e.g. d_kv=4\)"),
+    (dict(head_dim=0), r"T5Config.head_dim=0: expected a positive integer \(e.g. head_dim=4\)"),
     (dict(n_decoder_layers=0), "T5Config.n_decoder_layers=0: expected a positive integer"),
     (dict(decoder_start_token_id=50), r"T5Config.decoder_start_token_id=50: expected an integer in \[0, 45\)"),
     (dict(pad_token_id=-1), r"T5Config.pad_token_id=-1: expected an integer in \[0, 45\) \(a token id"),
@@ -100,7 +100,7 @@ def test_bad_configs_say_how_to_fix(kw, match):
 
 
 def test_model_takes_a_config_or_overrides_not_both():
-    cfg = T5Config(vocab_size=V, d_model=16, d_kv=4, d_ff=32, n_layers=1, n_heads=2)
+    cfg = T5Config(vocab_size=V, d_model=16, head_dim=4, d_ff=32, n_layers=1, n_heads=2)
     assert T5(cfg).config is cfg
     with pytest.raises(TypeError, match=r"either a T5Config or keyword overrides to T5, not both.*\['n_heads'\]"):
         T5(cfg, n_heads=4)

@@ -13,9 +13,10 @@ from transformers.models.mixtral.modeling_mixtral import (MixtralSparseMoeBlock,
 from course_lib.attention import MultiHeadAttention
 from course_lib.blocks import Block
 from course_lib.config import ConfigError
+from course_lib.models.sizes import moe_params, moe_params_from_hf
 from course_lib.moe import (MoEConfig, SparseMoE, capacity_mask, expert_capacity, expert_load,
                             from_hf_mixtral_block, load_balancing_loss, mixtral_block_state_dict, mixtral_block_to_hf,
-                            moe_aux_loss, moe_param_counts, param_counts_from_hf_config, router_z_loss,
+                            moe_aux_loss, router_z_loss,
                             top_k_routing)
 
 
@@ -266,7 +267,7 @@ def test_param_counts_match_a_real_model(kw):
     with torch.device("meta"):  # shapes only: Mixtral-8x7B's 46.7 B weights cost no memory here
         model = MixtralForCausalLM(cfg)
     stored = sum(p.numel() for p in model.parameters())  # a tied head is counted once
-    counts = param_counts_from_hf_config(cfg)
+    counts = moe_params_from_hf(cfg)
     expert = 3 * cfg.hidden_size * cfg.intermediate_size
     unused = cfg.num_hidden_layers * (cfg.num_local_experts - cfg.num_experts_per_tok) * expert
     assert counts.total == stored
@@ -274,11 +275,11 @@ def test_param_counts_match_a_real_model(kw):
 
 
 def test_mixtral_8x7b_published_sizes():
-    counts = moe_param_counts(32000, 4096, 32, 32, 8, 14336, n_experts=8, top_k=2)
-    print(counts)
+    counts = moe_params(32000, 4096, 32, 32, 8, 14336, n_experts=8, top_k=2)
     assert round(counts.total / 1e9, 1) == 46.7  # "46.7B total parameters" (Mistral AI, 2023)
     assert round(counts.active / 1e9, 1) == 12.9  # "12.9B parameters per token"
-    assert str(counts) == "total 46.70 B, active per token 12.88 B"
+    assert (counts.embeddings, counts.head, counts.other) == (32000 * 4096, 32000 * 4096, 4096)  # untied head
+    assert counts.inactive == 32 * 6 * 3 * 4096 * 14336  # 6 of 8 experts skipped in each of 32 layers
     assert math.isclose(counts.active / counts.total, 0.276, abs_tol=1e-3)
 
 

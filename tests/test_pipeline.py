@@ -10,10 +10,14 @@ import jupytext
 import nbformat
 import pytest
 
-from course_lib.course_map import LESSONS, ROOT, markdown_table
+from course_lib.course_map import LESSONS, markdown_table
+from course_lib.tools import repo_root
 from course_lib.tools.build_exercises import strip_solutions, to_exercise
 from course_lib.tools.colab import COLAB_TAG, badge_markdown, setup_code
 from course_lib.tools.notebooks import formats, twins
+
+ROOT = repo_root()
+
 
 BOOKS = sorted(p for d in ("notebooks", "solutions", "exercises") for p in (ROOT / d).glob("*.ipynb"))
 REL = [str(p.relative_to(ROOT)) for p in BOOKS]

@@ -66,7 +66,7 @@ def test_trainer_step_equals_the_course_pieces_by_hand():
     torch.manual_seed(0)
     a, b = TinyLM(), TinyLM()
     b.load_state_dict(a.state_dict())
-    cfg = TrainConfig(max_steps=3, batch_size=4, block_size=16, lr=3e-2, min_lr=3e-3, warmup=1,
+    cfg = TrainConfig(max_steps=3, batch_size=4, seq_len=16, lr=3e-2, min_lr=3e-3, warmup=1,
                       grad_clip=0.05, weight_decay=0.1, eval_interval=100, eval_iters=1, device="cpu",
                       progress=False, seed=5)
     trainer = Trainer(a, data(), data(600, 1), cfg)
@@ -100,7 +100,7 @@ def test_param_groups_decay_only_matrices_and_count_tied_once():
 
 
 def cfg(**kw):
-    base = dict(max_steps=20, batch_size=8, block_size=16, warmup=4, eval_interval=10, eval_iters=2,
+    base = dict(max_steps=20, batch_size=8, seq_len=16, warmup=4, eval_interval=10, eval_iters=2,
                 device="cpu", progress=False, lr=3e-3, min_lr=3e-4)
     return TrainConfig(**{**base, **kw})
 

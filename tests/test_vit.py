@@ -9,7 +9,8 @@ from transformers import ViTConfig as HFViTConfig
 from transformers import ViTForImageClassification
 
 from course_lib.config import ConfigError
-from course_lib.vit import PatchEmbedding, ViTConfig, VisionTransformer, load_digits_tensors, patchify, state_dict_from_hf
+from course_lib.interop import VIT_KEYS, rename
+from course_lib.vit import PatchEmbedding, ViTConfig, VisionTransformer, load_digits_tensors, patchify
 
 
 def test_patchify_matches_a_slicing_loop():
@@ -41,7 +42,7 @@ def test_matches_hugging_face_vit():
         torch.nn.init.normal_(p, std=0.2)
     ours = VisionTransformer(ViTConfig(image_size=8, patch_size=2, channels=1, d_model=16, n_layers=2,
                                        n_heads=4, d_ff=24)).eval()
-    ours.load_state_dict(state_dict_from_hf(hf.state_dict(), 2))
+    ours.load_state_dict(rename(hf.state_dict(), VIT_KEYS))  # the interop registry's ViT key map
     imgs = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         err = (ours(imgs) - hf(pixel_values=imgs).logits).abs().max().item()

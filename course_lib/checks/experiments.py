@@ -28,7 +28,7 @@ RTOL, ATOL = 1e-5, 1e-6
 def _model(position: str) -> ExperimentLM:
     """A tiny LM with dropout and peaked predictions, so that every mistake moves the loss."""
     torch.manual_seed(13)
-    model = ExperimentLM(vocab_size=VOCAB, context=CONTEXT, d_model=32, n_layers=2, n_heads=4,
+    model = ExperimentLM(vocab_size=VOCAB, max_positions=CONTEXT, d_model=32, n_layers=2, n_heads=4,
                          position=position, dropout=0.3)
     with torch.no_grad():
         model.tok_emb.weight.mul_(40.0)  # tied head: logits of std ≈ 5 instead of ≈ 0.1
@@ -134,7 +134,7 @@ def _summed_batches(model, data, length, n_batches, batch_size, generator):
 
 
 def _cropped(model, data, length, n_batches, batch_size, generator):
-    ctx = model.config.context
+    ctx = model.config.max_positions
     losses = []
     for _ in range(n_batches):
         x, y = _windows(data, length, batch_size, generator)
@@ -145,7 +145,7 @@ def _cropped(model, data, length, n_batches, batch_size, generator):
 def _training_length(model, data, length, n_batches, batch_size, generator):
     losses = []
     for _ in range(n_batches):
-        x, y = _windows(data, model.config.context, batch_size, generator)
+        x, y = _windows(data, model.config.max_positions, batch_size, generator)
         losses.append(_ce(model(x), y).item())
     return sum(losses) / n_batches
 
@@ -201,7 +201,7 @@ MISCONCEPTIONS = {
     "crops_to_context": "you cut each window to the model's training context (x[:, -context:], as "
                         "generate() does). Then the model never sees a sequence longer than it was "
                         "trained on, and 'extrapolation' looks free. Feed all `length` tokens.",
-    "training_length": "you drew windows of model.config.context tokens; the point is to evaluate at "
+    "training_length": "you drew windows of model.config.max_positions tokens; the point is to evaluate at "
                        "`length` tokens, which may be longer than the model was trained on.",
     "last_position_only": "you scored only the last position of each window (logits[:, -1]). Every "
                           "position predicts its next token: average the loss over all of them.",

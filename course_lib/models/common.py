@@ -82,6 +82,11 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def count_params(model: nn.Module, trainable_only: bool = False) -> int:
-    """Parameters of an instantiated model; a tied weight counts once."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+def count_params(model: nn.Module, trainable_only: bool = False, embeddings: bool = True) -> int:
+    """Parameters of an instantiated model; a tied weight counts once. ``embeddings=False`` leaves
+    out every ``nn.Embedding`` table (token and learned positions): the N of Kaplan et al. 2020,
+    who found that it, not the total, predicts the loss. (`models.sizes.param_count` gives the
+    same numbers from a config alone.)"""
+    skip = set() if embeddings else {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return sum(p.numel() for p in model.parameters()  # parameters() yields a tied tensor once
+               if id(p) not in skip and (p.requires_grad or not trainable_only))

@@ -32,7 +32,7 @@ def describe(cfg) -> dict[str, str]:
     elif isinstance(cfg, T5Config):
         ffn = f"{'gated-' if cfg.gated else ''}{cfg.activation} {cfg.d_ff}"
         d = dict(name=f"T5 {cfg.version}", layout="encoder-decoder", layers=f"{cfg.n_layers}+{cfg.n_decoder_layers}",
-                 attention="enc bidir; dec causal + cross", heads=_heads(cfg.n_heads, cfg.n_heads, cfg.d_kv),
+                 attention="enc bidir; dec causal + cross", heads=_heads(cfg.n_heads, cfg.n_heads, cfg.head_dim),
                  positions="relative bias (buckets)", norm="RMS (T5)", placement="pre-LN + final", ffn=ffn,
                  biases="no", **{"lm head": "tied, ×d^-0.5" if cfg.tie_weights else "untied"})
     elif isinstance(cfg, LlamaConfig):

@@ -25,20 +25,31 @@ from course_lib.models.t5 import T5Config, t5_v1_1_config
 
 @dataclass
 class ParamCount:
-    """Parameters by part. ``head`` counts only an *untied* output matrix (a tied one is the
-    embedding, already counted)."""
-    embeddings: int
+    """Parameters by part: course_lib's one parameter-count type, for every family, the MoE
+    decoders of lesson 08 and the experiments of lesson 13. ``head`` counts only an *untied*
+    output matrix (a tied one is the embedding, already counted). ``inactive`` is the part of
+    ``blocks`` that one token's forward pass skips: the experts its router does not pick
+    (0 for a dense model)."""
+    embeddings: int  # token (and learned position) tables
     blocks: int
-    head: int
-    other: int  # final norms, pooler, MLM transform, relative-bias tables
+    head: int = 0
+    other: int = 0  # final norms, pooler, MLM transform, relative-bias tables
+    inactive: int = 0
 
     @property
     def total(self) -> int:
+        """Every weight the model stores."""
         return self.embeddings + self.blocks + self.head + self.other
 
     @property
     def non_embedding(self) -> int:
+        """Kaplan et al. 2020 §1.1's N: everything but the embedding tables."""
         return self.total - self.embeddings
+
+    @property
+    def active(self) -> int:
+        """The weights one token's forward pass uses (Mixtral: 12.9 B of 46.7 B)."""
+        return self.total - self.inactive
 
 
 def attention_params(d_model: int, n_heads: int, head_dim: int, n_kv_heads: int | None = None,
@@ -67,7 +78,7 @@ def bert_params(cfg: BertConfig, pooler: bool = True, mlm_head: bool = False) ->
 
 
 def t5_params(cfg: T5Config) -> ParamCount:
-    C, att = cfg.d_model, attention_params(cfg.d_model, cfg.n_heads, cfg.d_kv)
+    C, att = cfg.d_model, attention_params(cfg.d_model, cfg.n_heads, cfg.head_dim)
     ffn = ffn_params(C, cfg.d_ff, gated=cfg.gated, bias=False)
     enc = cfg.n_layers * (att + ffn + 2 * C)
     dec = cfg.n_decoder_layers * (2 * att + ffn + 3 * C)  # + cross-attention and its norm
@@ -93,14 +104,34 @@ def param_count(cfg) -> ParamCount:
     raise TypeError(f"param_count knows GPTConfig, BertConfig, T5Config and LlamaConfig, got {type(cfg).__name__}.")
 
 
-def count_llama_params(cfg: LlamaConfig) -> int:
-    return llama_params(cfg).total
+def moe_params(vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int,
+               n_experts: int, top_k: int, n_shared_experts: int = 0, tied_embeddings: bool = False,
+               head_dim: int | None = None) -> ParamCount:
+    """A LLaMA-style decoder whose FFNs are MoE layers (bias-free projections, RMSNorm, SwiGLU
+    experts of width d_ff, a router per layer), from its config numbers (lesson 08)."""
+    check_positive_values("moe_params", n_experts=n_experts, top_k=top_k)
+    D = head_dim or d_model // n_heads
+    attn = attention_params(d_model, n_heads, D, n_kv_heads)  # q_proj, o_proj; k_proj, v_proj
+    expert = ffn_params(d_model, d_ff, gated=True, bias=False)  # gate_proj, up_proj, down_proj
+    per_layer = attn + n_experts * d_model + 2 * d_model  # + router + two RMSNorm gains
+    per_layer += (n_experts + n_shared_experts) * expert
+    return ParamCount(embeddings=vocab_size * d_model, blocks=n_layers * per_layer,
+                      head=0 if tied_embeddings else vocab_size * d_model, other=d_model,  # final norm
+                      inactive=n_layers * (n_experts - top_k) * expert)
+
+
+def moe_params_from_hf(config) -> ParamCount:
+    """`moe_params` of a Hugging Face ``MixtralConfig`` (or any config with the same fields)."""
+    return moe_params(config.vocab_size, config.hidden_size, config.num_hidden_layers,
+                      config.num_attention_heads, config.num_key_value_heads, config.intermediate_size,
+                      config.num_local_experts, config.num_experts_per_tok,
+                      tied_embeddings=config.tie_word_embeddings, head_dim=getattr(config, "head_dim", None))
 
 
 def _attention_dims(cfg) -> tuple[int, int, int]:
     """(layers that attend, d_attn = H·D, vocabulary) of a config."""
     if isinstance(cfg, T5Config):  # decoder layers attend twice (self + cross)
-        return cfg.n_layers + 2 * cfg.n_decoder_layers, cfg.n_heads * cfg.d_kv, cfg.vocab_size
+        return cfg.n_layers + 2 * cfg.n_decoder_layers, cfg.n_heads * cfg.head_dim, cfg.vocab_size
     head_dim = getattr(cfg, "head_dim", None) or cfg.d_model // cfg.n_heads
     return cfg.n_layers, cfg.n_heads * head_dim, cfg.vocab_size
 

@@ -37,7 +37,7 @@ class T5Config:
     """T5-small (v1.0) by default; ``t5_v1_1_config()`` gives T5 v1.1-small."""
     vocab_size: int = 32128
     d_model: int = 512
-    d_kv: int = 64  # head size; n_heads * d_kv need not equal d_model
+    head_dim: int = 64  # head size (HF: d_kv); n_heads * head_dim need not equal d_model
     d_ff: int = 2048
     n_layers: int = 6
     n_decoder_layers: int | None = None  # None = n_layers
@@ -54,7 +54,7 @@ class T5Config:
 
     def __post_init__(self):
         self.n_decoder_layers = self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
-        check_positive(self, "vocab_size", "d_model", "d_kv", "d_ff", "n_layers", "n_decoder_layers", "n_heads",
+        check_positive(self, "vocab_size", "d_model", "head_dim", "d_ff", "n_layers", "n_decoder_layers", "n_heads",
                        "num_buckets", "max_distance")
         check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
         for name in ("pad_token_id", "decoder_start_token_id"):
@@ -70,7 +70,7 @@ class T5Config:
 
 def t5_v1_1_config(**overrides) -> T5Config:
     """google/t5-v1_1-small: gated-GELU FFN of 1024, 8 + 8 layers, 6 heads, untied head."""
-    base = dict(d_model=512, d_kv=64, d_ff=1024, n_layers=8, n_heads=6, activation="gelu_tanh",
+    base = dict(d_model=512, head_dim=64, d_ff=1024, n_layers=8, n_heads=6, activation="gelu_tanh",
                 gated=True, tie_weights=False)
     return T5Config(**{**base, **overrides})
 
@@ -85,8 +85,8 @@ def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id:
 
 def t5_block(cfg: T5Config, decoder: bool) -> Block:
     attn = lambda: PositionalAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout,  # noqa: E731
-                                       head_dim=cfg.d_kv, scale=1.0)
-    cross = CrossAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout, head_dim=cfg.d_kv,
+                                       head_dim=cfg.head_dim, scale=1.0)
+    cross = CrossAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout, head_dim=cfg.head_dim,
                            scale=1.0) if decoder else None
     ffn = make_ffn(cfg.d_model, cfg.d_ff, cfg.activation, gated=cfg.gated, bias=False)
     return Block(attn(), ffn, cfg.d_model, norm_placement="pre", norm="t5", eps=cfg.eps, cross_attn=cross,
@@ -145,7 +145,7 @@ class T5(nn.Module):
             elif name in ("shared.weight", "lm_head.weight"):
                 std = 1.0
             elif name.endswith("q_proj.weight"):
-                std = (cfg.d_model * cfg.d_kv) ** -0.5
+                std = (cfg.d_model * cfg.head_dim) ** -0.5
             else:
                 std = p.size(1) ** -0.5  # 1/sqrt(fan-in)
             nn.init.normal_(p, std=std)

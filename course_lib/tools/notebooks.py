@@ -25,10 +25,11 @@ except ModuleNotFoundError as exc:  # a build tool, not part of the core install
     raise ModuleNotFoundError('building the notebooks needs jupytext, one of the development tools; '
                               'install them with: python -m pip install -e ".[dev]"', name="jupytext") from exc
 
+from course_lib.tools import repo_root
 from course_lib.tools.colab import COLAB_TAG, badge_markdown, setup_code
 from course_lib.tools.kernel import execute
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 BOOKS = ("notebooks", "solutions", "exercises")  # folders of notebooks, each mirrored under scripts/
 SCRIPTS = ROOT / "scripts"
 KERNEL = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}

@@ -181,10 +181,10 @@ print(f"ours vs LlamaAttention (GQA 8 query / 2 kv heads, RoPE): max abs error b
 # %%
 print(f"{'model':<16} {'attention':<28} {'per token':>10} {'at max context':>24}")
 for shape in PUBLISHED_CONFIGS.values():
-    full_ctx = shape.cache_bytes(shape.max_context)
+    full_ctx = shape.cache_bytes(shape.max_positions)
     capped = f" (window keeps {shape.sliding_window})" if shape.sliding_window else ""
     print(f"{shape.name:<16} {shape.attention:<28} {format_bytes(shape.bytes_per_token()):>10} "
-          f"{format_bytes(full_ctx):>11} at {shape.max_context:>6} tok{capped}")
+          f"{format_bytes(full_ctx):>11} at {shape.max_positions:>6} tok{capped}")
 
 l7, l70 = PUBLISHED_CONFIGS["LLaMA-2-7B"], PUBLISHED_CONFIGS["LLaMA-2-70B"]
 print(f"\nLLaMA-2-70B has {l70.n_layers / l7.n_layers:.1f}× the layers of LLaMA-2-7B but needs "

@@ -76,7 +76,7 @@ V = 100
 tiny = {
     "GPT-2": GPTConfig(vocab_size=V, max_positions=32, d_model=48, n_layers=2, n_heads=4),
     "BERT": BertConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=4, d_ff=192, max_positions=32, dropout=0.0),
-    "T5 v1.1": t5_v1_1_config(vocab_size=V, d_model=48, d_kv=12, d_ff=96, n_layers=2, n_heads=4, dropout=0.0),
+    "T5 v1.1": t5_v1_1_config(vocab_size=V, d_model=48, head_dim=12, d_ff=96, n_layers=2, n_heads=4, dropout=0.0),
     "Mistral": mistral_config(vocab_size=V, d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=128,
                               sliding_window=4),
 }

@@ -52,9 +52,9 @@ import matplotlib.pyplot as plt
 import torch
 
 from course_lib import get_device, seed_everything
+from course_lib.models.sizes import moe_params, moe_params_from_hf
 from course_lib.moe import (SparseMoE, capacity_mask, expert_capacity, expert_load, from_hf_mixtral_block,
-                            load_balancing_loss, moe_param_counts, param_counts_from_hf_config, router_z_loss,
-                            top_k_routing)
+                            load_balancing_loss, router_z_loss, top_k_routing)
 
 device = get_device()
 seed_everything(0)
@@ -248,10 +248,10 @@ print(f"z-loss of these logits {router_z_loss(logits).item():.2f}; of 10× large
 # 32000, untied head):
 
 # %%
-mixtral = moe_param_counts(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+mixtral = moe_params(vocab_size=32000, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=8,
                            d_ff=14336, n_experts=8, top_k=2)
-print(f"Mixtral-8x7B: {mixtral}  ({mixtral.active / mixtral.total:.0%} of the weights per token)")
-dense_7b = moe_param_counts(32000, 4096, 32, 32, 8, 14336, n_experts=1, top_k=1)
+print(f"Mixtral-8x7B: total {mixtral.total / 1e9:.2f} B, active per token {mixtral.active / 1e9:.2f} B  ({mixtral.active / mixtral.total:.0%} of the weights per token)")
+dense_7b = moe_params(32000, 4096, 32, 32, 8, 14336, n_experts=1, top_k=1)
 print(f"the same model with one dense FFN (≈ Mistral-7B): {dense_7b.total / 1e9:.2f} B")
 print(f"so '8x7B' is not 56 B: attention and embeddings are shared, only the FFNs are multiplied "
       f"({8 * dense_7b.total / 1e9:.1f} B vs {mixtral.total / 1e9:.1f} B)")
@@ -261,7 +261,7 @@ with torch.device("meta"):  # an independent count: build HF's model with shapes
     big = MixtralForCausalLM(MixtralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336,
                                            num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8))
 print(f"HF MixtralForCausalLM on the meta device stores {sum(p.numel() for p in big.parameters()):,} "
-      f"parameters; our formula says {param_counts_from_hf_config(big.config).total:,}")
+      f"parameters; our formula says {moe_params_from_hf(big.config).total:,}")
 shared = SparseMoE(16, 32, n_experts=4, top_k=2, n_shared_experts=1)
 print(f"with one shared expert, a layer of 4 routed experts holds {sum(p.numel() for p in shared.parameters())} "
       f"parameters (vs {sum(p.numel() for p in SparseMoE(16, 32, 4, 2).parameters())})")
@@ -361,7 +361,7 @@ def record_routing(log):
 
 
 # one seed for the batches; validation: the same 20 batches of 16 for every model, after the last step
-train_cfg = TrainConfig(max_steps=STEPS, batch_size=BATCH, block_size=BLOCK, lr=LR, min_lr=LR / 10, warmup=20,
+train_cfg = TrainConfig(max_steps=STEPS, batch_size=BATCH, seq_len=BLOCK, lr=LR, min_lr=LR / 10, warmup=20,
                         weight_decay=0.1, betas=(0.9, 0.99), grad_clip=1.0, seed=1, eval_interval=STEPS,
                         eval_iters=20, progress=False)
 runs, models, results = {}, {}, {}

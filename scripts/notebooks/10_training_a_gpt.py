@@ -76,7 +76,7 @@ tok = CharTokenizer.train(shakespeare_text())
 train_data, val_data = encoded_corpus(tok, "char")
 print(f"vocabulary {tok.vocab_size} characters; {len(train_data):,} training and {len(val_data):,} "
       "validation tokens")
-x, y = get_batch(train_data, batch_size=2, block_size=24, generator=torch.Generator().manual_seed(0))
+x, y = get_batch(train_data, batch_size=2, seq_len=24, generator=torch.Generator().manual_seed(0))
 print("x:", repr(tok.decode(x[0].tolist())))
 print("y:", repr(tok.decode(y[0].tolist())), "(shifted by one)")
 
@@ -114,7 +114,7 @@ print("\nan untrained sample:\n" + tok.decode(sample[0].tolist()))
 # gradients large; the slow decay lets the model settle into a minimum at the end.
 
 # %%
-cfg = TrainConfig(max_steps=250, batch_size=16, block_size=CONTEXT, lr=3e-3, min_lr=3e-4, warmup=40,
+cfg = TrainConfig(max_steps=250, batch_size=16, seq_len=CONTEXT, lr=3e-3, min_lr=3e-4, warmup=40,
                   weight_decay=0.1, grad_clip=1.0, eval_interval=50, eval_iters=20, progress=False)
 lrs = [cosine_lr(s, cfg.warmup, cfg.max_steps, cfg.lr, cfg.min_lr) for s in range(cfg.max_steps)]
 fig, ax = plt.subplots(figsize=(6, 2.6))
@@ -168,7 +168,7 @@ print(f"\nvalidation loss fell from {loss0:.2f} to {history.val_loss[-1]:.2f} na
 
 # %% tolerance={"rel": 0.02, "abs": 0.03}
 def short_run(steps=40, layers=4, **overrides):
-    kw = dict(max_steps=steps, batch_size=16, block_size=CONTEXT, lr=3e-2, min_lr=3e-3, warmup=0,
+    kw = dict(max_steps=steps, batch_size=16, seq_len=CONTEXT, lr=3e-2, min_lr=3e-3, warmup=0,
               eval_interval=steps, eval_iters=10, progress=False, grad_clip=None)
     kw.update(overrides)
     t = Trainer(small_gpt(1, n_layers=layers, d_model=64), train_data, val_data, TrainConfig(**kw))

@@ -68,7 +68,7 @@ tok = CharTokenizer.train(shakespeare_text())
 train_data, val_data = encoded_corpus(tok, "char")
 torch.manual_seed(0)
 model = GPT(vocab_size=tok.vocab_size, max_positions=256, d_model=64, n_layers=2, n_heads=4)
-cfg = TrainConfig(max_steps=250, batch_size=8, block_size=128, lr=3e-3, min_lr=3e-4, warmup=20,
+cfg = TrainConfig(max_steps=250, batch_size=8, seq_len=128, lr=3e-3, min_lr=3e-4, warmup=20,
                   eval_interval=250, eval_iters=10, progress=False, device="cpu")
 with single_thread():
     Trainer(model, train_data, val_data, cfg).train()

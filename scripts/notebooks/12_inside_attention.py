@@ -105,7 +105,7 @@ train_data, val_data = encoded_corpus(tok, "char")
 CONTEXT = 32
 torch.manual_seed(0)
 gpt = GPT(vocab_size=tok.vocab_size, max_positions=CONTEXT, d_model=64, n_layers=2, n_heads=4)
-cfg = TrainConfig(max_steps=500, batch_size=32, block_size=CONTEXT, lr=5e-3, min_lr=5e-4, warmup=30,
+cfg = TrainConfig(max_steps=500, batch_size=32, seq_len=CONTEXT, lr=5e-3, min_lr=5e-4, warmup=30,
                   eval_interval=100, eval_iters=10, progress=False, device="cpu")
 trainer = Trainer(gpt, train_data, val_data, cfg)
 with single_thread():
@@ -291,7 +291,7 @@ def reversal_batch(n: int, gen: torch.Generator):
 
 
 torch.manual_seed(0)
-t5 = T5(vocab_size=12, d_model=64, d_kv=16, d_ff=128, n_layers=1, n_heads=4, dropout=0.0, num_buckets=8,
+t5 = T5(vocab_size=12, d_model=64, head_dim=16, d_ff=128, n_layers=1, n_heads=4, dropout=0.0, num_buckets=8,
         max_distance=16)  # one encoder and one decoder block
 opt = torch.optim.AdamW(t5.parameters(), lr=3e-3)
 g = torch.Generator().manual_seed(0)

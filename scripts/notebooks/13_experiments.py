@@ -92,7 +92,7 @@ train_data, val_data = encoded_corpus(tok, "char")
 T = 32  # the training context
 STEPS, BATCH, LR = 250 * SCALE, 16, 5e-3
 EVAL_BATCHES = 4 * SCALE  # x 16 windows for every evaluation length
-BASE = ExperimentConfig(vocab_size=tok.vocab_size, context=T, d_model=64, n_layers=2, n_heads=4,
+BASE = ExperimentConfig(vocab_size=tok.vocab_size, max_positions=T, d_model=64, n_layers=2, n_heads=4,
                         position="rope", norm_placement="pre", norm="layernorm", ffn="gelu")
 
 

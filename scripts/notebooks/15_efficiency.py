@@ -171,7 +171,7 @@ EQUAL_FLOPS_STEPS = round(STEPS * dense_flops["total"] / mod_flops["total"])
 
 
 def train(model, steps):
-    tcfg = TrainConfig(max_steps=steps, batch_size=16, block_size=CONTEXT, lr=4e-3, min_lr=4e-3, warmup=20,
+    tcfg = TrainConfig(max_steps=steps, batch_size=16, seq_len=CONTEXT, lr=4e-3, min_lr=4e-3, warmup=20,
                        eval_interval=STEPS, eval_iters=20, progress=False)
     trainer = Trainer(model, train_data, val_data, tcfg)
     start = time.perf_counter()

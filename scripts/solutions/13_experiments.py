@@ -100,7 +100,7 @@ if result.passed:
     models = {}
     with single_thread():
         for position in ("learned", "rope", "alibi"):
-            cfg = ExperimentConfig(vocab_size=tok.vocab_size, context=T, d_model=64, n_layers=2, n_heads=4,
+            cfg = ExperimentConfig(vocab_size=tok.vocab_size, max_positions=T, d_model=64, n_layers=2, n_heads=4,
                                    position=position)
             models[position] = run_experiment(cfg, train_data, val_data, 200, batch_size=16, lr=5e-3,
                                               device="cpu").model

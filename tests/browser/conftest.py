@@ -22,7 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.course_map import ROOT
+from course_lib.tools import repo_root
+
+ROOT = repo_root()
+
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from course_lib.course_map import ROOT
+from course_lib.tools import repo_root
+
+ROOT = repo_root()
+
 
 pytestmark = pytest.mark.browser
 

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.course_map import LESSONS, ROOT
+from course_lib.course_map import LESSONS
+from course_lib.tools import repo_root
 from lab_driver import WIDGET_MIME, Lab
+
+ROOT = repo_root()
+
 
 pytestmark = pytest.mark.browser
 
