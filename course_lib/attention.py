@@ -171,6 +171,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
         attn_mask = mask
         if bias is not None:  # one float mask: the bias where allowed, -inf where not
             attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
+            return _sdpa_in_float32(q, k, v, attn_mask, dropout_p, is_causal, scale, n_rep > 1)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                               is_causal=is_causal, scale=scale, enable_gqa=n_rep > 1)
     k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)  # (B, H, T_k, D)
@@ -178,6 +180,20 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     weights = torch.nan_to_num(weights, nan=0.0)  # fully masked rows attend to nothing
     y = F.dropout(weights, dropout_p) @ v if dropout_p > 0 else weights @ v  # (B, H, T_q, D)
     return (y, weights) if return_weights else y
+
+
+def _sdpa_in_float32(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """SDPA on bfloat16 CPU tensors that will be backpropagated: PyTorch's CPU flash-attention
+    *backward* is about 5x slower in bfloat16 than in float32 (measured on PyTorch 2.13 with
+    AVX512-BF16), so attention itself runs in float32 and only its output returns to bfloat16;
+    the projections around it keep their fast bfloat16 matmuls (``TrainConfig(fast=True)``)."""
+    if attn_mask is not None and attn_mask.is_floating_point():
+        attn_mask = attn_mask.float()
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
+                                           dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                                           enable_gqa=enable_gqa)
+    return y.to(q.dtype)
 
 
 # --------------------------------------------------------------------------- multi-head

@@ -10,7 +10,7 @@
     extension   a `loss_fn` hook (e.g. LM loss + an MoE balancing loss) and an `on_step` hook
                 called after every optimiser step (e.g. to record expert routing)
     fast mode   ``TrainConfig(fast=True)``: bf16 autocast where the hardware computes in bf16,
-                torch.compile where a C++ compiler exists (`fast_mode` says which, and why)
+                else torch.compile where a C++ compiler exists (`fast_mode` says which, and why)
 
 A model is any nn.Module mapping token ids (B, T) to logits (B, T, V), or an object with `.logits`.
 """
@@ -125,7 +125,7 @@ class TrainConfig:
     seed: int = 1337
     device: str | None = None  # None: course_lib.get_device()
     progress: bool = True
-    fast: bool = False  # bf16 autocast and/or torch.compile where this machine supports them (fast_mode)
+    fast: bool = False  # bf16 autocast, or torch.compile, where this machine supports it (fast_mode)
 
     def __post_init__(self):
         check_positive(self, "max_steps", "batch_size", "seq_len", "grad_accum", "eval_interval", "eval_iters")
@@ -190,25 +190,29 @@ class FastMode:
 
 
 def fast_mode(device: torch.device | str) -> FastMode:
-    """Which speed-ups ``fast=True`` uses on `device`. bf16 autocast halves the bytes each matmul
-    reads, which pays only where the hardware multiplies in bf16 (CUDA GPUs from Ampere on; CPUs
-    with AVX512-BF16 or AMX). torch.compile fuses the element-wise work between the matmuls into
-    generated kernels; on the CPU it needs a C++ compiler, on CUDA the Triton package."""
+    """Which speed-up ``fast=True`` uses on `device`: bf16 autocast where the hardware multiplies
+    in bf16 (CUDA GPUs from Ampere on; CPUs with AVX512-BF16 or AMX), which halves the bytes each
+    matmul reads and, on such CPUs, runs them several times faster; otherwise torch.compile,
+    which fuses the element-wise work between the matmuls into generated kernels (on the CPU it
+    needs a C++ compiler, on CUDA the Triton package). Measured on the lesson-10 GPT
+    (benchmarks/train_shakespeare.py): bf16 buys far more than compiling, and adding compile to
+    bf16 buys a few percent for a minute of compiling, so bf16 alone is used where it exists."""
     device = torch.device(device)
     if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-        compiles = _has_module("triton")
-        why = (f"{'bf16 matmuls on this GPU' if bf16 else 'this GPU has no fast bf16'}; "
-               f"{'Triton found for torch.compile' if compiles else 'no Triton, so no torch.compile'}")
+        bf16, compiles = torch.cuda.is_bf16_supported(), _has_module("triton")
+        have = ("bf16 matmuls on this GPU" if bf16 else
+                "no fast bf16 on this GPU; " + ("Triton found for torch.compile" if compiles else
+                                                "no Triton, so no torch.compile"))
     elif device.type == "cpu":
         bf16, compiler = cpu_computes_bf16(), cxx_compiler()
         compiles = compiler is not None
-        why = (f"{'the CPU has AVX512-BF16/AMX' if bf16 else 'the CPU has no bf16 arithmetic'}; "
-               f"{'C++ compiler ' + compiler + ' for torch.compile' if compiles else 'no C++ compiler for torch.compile'}")
+        have = ("the CPU has AVX512-BF16/AMX" if bf16 else
+                "the CPU has no bf16 arithmetic; " + (f"C++ compiler {compiler} for torch.compile" if compiles
+                                                       else "no C++ compiler for torch.compile"))
     else:
         bf16 = compiles = False
-        why = f"no fast mode is known for {device.type}"
-    return FastMode(bf16=bf16, compile=compiles, why=why)
+        have = f"no fast mode is known for {device.type}"
+    return FastMode(bf16=bf16, compile=compiles and not bf16, why=have)
 
 
 def _has_module(name: str) -> bool:
@@ -298,11 +302,12 @@ class Trainer:
         # what forward passes call: the model, or its torch.compile'd twin (same parameters)
         self.forward_model = torch.compile(model) if self.fast is not None and self.fast.compile else model
         self.train_data, self.val_data = train_data, val_data
-        # one multi-tensor kernel per update instead of a Python loop over parameters: fused on
-        # CUDA, foreach elsewhere (PyTorch only picks foreach by itself for CUDA tensors)
-        fused = self.device.type == "cuda"
+        # PyTorch's fused AdamW: the whole update of every parameter in one kernel (on the CPU too,
+        # where PyTorch would otherwise loop over the parameters in Python); foreach elsewhere.
+        # tests/test_training.py holds it equal to the textbook update within float rounding.
+        fused = self.device.type in ("cpu", "cuda") and all(p.is_floating_point() for p in model.parameters())
         self.opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
-                                     fused=fused, foreach=None if fused else True)
+                                     fused=fused or None, foreach=None if fused else True)
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
         self.data_gen = torch.Generator().manual_seed(cfg.seed)  # the batch sampler's own RNG
         self.eval_gen_seed = cfg.seed + 1

@@ -260,3 +260,23 @@ def test_bad_input_raises_the_same_error_on_both_paths(bad):
 def test_causal_mask_helper_matches_is_causal():
     q, k, v = _qkv(1, 2, 2, 5, 5, 4, torch.float64)
     assert torch.allclose(attend(q, k, v, is_causal=True), attend(q, k, v, causal_mask(5)), atol=1e-12)
+
+
+def test_bf16_attention_on_the_cpu_runs_in_float32_when_it_will_be_backpropagated():
+    """The fused path computes bf16 CPU attention in float32 when gradients are on (PyTorch's
+    bf16 CPU flash-attention backward is several times slower): same result as float32 attention
+    rounded to bf16, gradients flow back in bf16, and autocast does not undo the upcast."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8, generator=g) for _ in range(3))
+    mask = torch.rand(1, 1, 9, 9, generator=g) > 0.3
+    for kwargs in (dict(is_causal=True), dict(mask=mask), dict(bias=torch.randn(1, 4, 9, 9, generator=g))):
+        want = attend(q, k, v, **kwargs).bfloat16()
+        qb, kb, vb = (t.bfloat16().requires_grad_() for t in (q, k, v))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = attend(qb, kb, vb, **kwargs)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want.float(), atol=0.02, rtol=0.02)
+        got.float().sum().backward()
+        assert qb.grad.dtype == torch.bfloat16 and torch.isfinite(qb.grad.float()).all()
+        with torch.no_grad():  # inference: PyTorch's bf16 kernel as it is
+            assert attend(qb, kb, vb, **kwargs).dtype == torch.bfloat16

@@ -59,8 +59,8 @@ def test_clip_grad_norm_matches_torch():
 
 
 def test_trainer_step_equals_the_course_pieces_by_hand():
-    """The Trainer uses PyTorch's multi-tensor AdamW and clipping for speed; three steps of it
-    equal three steps written with the course's own clip_grad_norm and a plain AdamW."""
+    """The Trainer uses PyTorch's fused AdamW and multi-tensor clipping for speed; three steps of
+    it equal three steps written with the course's own clip_grad_norm and a for-loop AdamW."""
     from course_lib.data import get_batch
     from course_lib.training import lm_loss
     torch.manual_seed(0)
@@ -84,7 +84,13 @@ def test_trainer_step_equals_the_course_pieces_by_hand():
         opt.zero_grad(set_to_none=True)
     assert norms[0] > cfg.grad_clip  # clipping was active
     assert trainer.history.grad_norm == pytest.approx(norms, rel=1e-5)
-    for p, q in zip(a.parameters(), b.parameters()):
+    for (name, p), q in zip(a.named_parameters(), b.parameters()):
+        if name == "attn.k_proj.bias":
+            # softmax ignores a shift shared by a query's scores, so the key bias's gradient is zero
+            # up to rounding noise (~1e-10), and Adam scales noise up to full-size steps: two
+            # correct implementations move it differently. Nothing downstream depends on it.
+            assert p.grad is None or p.grad.abs().max() < 1e-6
+            continue
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
@@ -282,14 +288,15 @@ def test_a_bad_loss_fn_is_explained(bad, match):
 
 
 # --------------------------------------------------------------------------- fast mode
-@pytest.mark.parametrize("bf16,compiler,kind", [(True, "/usr/bin/c++", "bf16+compile"), (True, None, "bf16"),
+@pytest.mark.parametrize("bf16,compiler,kind", [(True, "/usr/bin/c++", "bf16"), (True, None, "bf16"),
                                                 (False, "/usr/bin/c++", "compile"), (False, None, "none")])
 def test_fast_mode_picks_what_the_cpu_supports(monkeypatch, bf16, compiler, kind):
     monkeypatch.setattr(training, "cpu_computes_bf16", lambda: bf16)
     monkeypatch.setattr(training, "cxx_compiler", lambda: compiler)
     mode = training.fast_mode("cpu")
     assert mode.kind == kind
-    assert ("AVX512-BF16/AMX" in mode.why) == bf16 and ("no C++ compiler" in mode.why) == (compiler is None)
+    assert ("AVX512-BF16/AMX" in mode.why) == bf16
+    assert ("no C++ compiler" in mode.why) == (compiler is None and not bf16)
 
 
 def test_cpu_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
