@@ -221,9 +221,12 @@ print(f"one batch of 16 vs 4 accumulated micro-batches of 4: max gradient differ
 
 # %% [markdown]
 # ### Mixed precision
-# Under `torch.autocast`, matrix multiplications run in bfloat16 (8 bits of mantissa instead of
-# 23) while the loss and the optimiser stay in float32. On GPUs with bf16 units this is much
-# faster and halves activation memory; on many CPUs it is not faster. The loss barely moves:
+# Under `torch.autocast`, matrix multiplications run in bfloat16 (7 stored mantissa bits instead
+# of float32's 23, so about 3 significant decimal digits; the same 8 exponent bits, so the same
+# range) while the loss and the optimiser stay in float32. On hardware that multiplies in bf16
+# (GPUs from Ampere on, CPUs with AVX512-BF16 or AMX) this is much faster and halves activation
+# memory, and `TrainConfig(fast=True)` switches it on there; elsewhere bf16 is emulated and not
+# faster. The loss barely moves:
 
 # %% tolerance={"rel": 0.02, "abs": 0.01}
 with single_thread():
