@@ -65,10 +65,15 @@ def expert_load(expert_indices: torch.Tensor, n_experts: int) -> torch.Tensor:
 def load_balancing_loss(router_probs: torch.Tensor, expert_indices: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Switch Transformer's balancing loss (Fedus et al. 2021, Eq. 4-6): N_E · Σ_i f_i · P_i.
 
-    f_i = fraction of tokens routed to expert i (counting all k choices, so Σ f_i = k, as in
-          Hugging Face's Mixtral); it has no gradient — it is a count.
-    P_i = mean router probability of expert i; the gradient flows through it.
-    A perfectly balanced router scores k; one that sends everything to one expert scores N_E·k.
+    f_i = fraction of tokens routed to expert i, counting all k choices (as in Hugging Face's
+          Mixtral): Σ f_i = k, and each f_i <= 1 because top-k picks an expert at most once per
+          token; it has no gradient — it is a count.
+    P_i = mean router probability of expert i (Σ P_i = 1); the gradient flows through it.
+    Since f_i <= 1 the loss is at most N_E, approached when nearly all the probability sits on
+    experts that every token picks (a collapsed router). A uniform load (f_i = k/N_E) scores
+    exactly k, whatever P is. k is the minimum only when P follows the load: P_i = f_i/k gives
+    (N_E/k)·Σ f_i² >= k, equal iff the load is uniform. In general the loss can go below k, e.g.
+    when a router picks an expert but gives it almost no probability.
     """
     probs = router_probs.reshape(-1, n_experts)  # (N, E)
     idx = expert_indices.reshape(probs.size(0), -1)  # (N, k)

@@ -107,9 +107,12 @@ print(f"with positions added, shuffling the words changes the outputs by up to {
 #   PE_{(pos,\,2i+1)} = \cos\!\big(pos / 10000^{2i/d}\big)$$
 #
 # Each pair of dimensions (2i, 2i+1) is a point on a circle that turns with the position, at
-# its own speed ω_i = 10000^(−2i/d). The first pair turns by one radian per token (wavelength
-# 2π); the last pair turns so slowly that its wavelength is about 10000·2π tokens. Fast pairs
-# tell neighbours apart, slow pairs tell where in a long text you are — like the hands of a clock.
+# its own speed ω_i = 10000^(−2i/d), so its wavelength is 2π/ω_i tokens. The first pair
+# (i = 0) turns by one radian per token: wavelength 2π. The last pair (i = d/2 − 1) turns so
+# slowly that its wavelength is 2π·10000^((d−2)/d): about 35,000 tokens for the d = 32 below,
+# as the cell prints. The paper's range "from 2π to 10000·2π" names the limit of that as d
+# grows; no finite d reaches it, and small d stays well short. Fast pairs tell neighbours
+# apart, slow pairs tell where in a long text you are — like the hands of a clock.
 
 # %%
 pe = sinusoidal_encoding(64, 32)  # (T, d)

@@ -62,7 +62,7 @@ from course_lib.models.t5 import T5, T5Config, shift_right, t5_v1_1_config
 from course_lib.viz import plot_architecture, plot_mask
 
 device = get_device()
-seed_everything(0)
+_ = seed_everything(0)
 
 # %% [markdown]
 # ## 1. One block, many families

@@ -52,7 +52,7 @@ from course_lib.models.sizes import param_count
 from course_lib.widgets import attention_map_explorer
 
 device = get_device()
-seed_everything(0)
+_ = seed_everything(0)
 
 # %% [markdown]
 # ## 1. Loading the weights into course_lib's `Bert`

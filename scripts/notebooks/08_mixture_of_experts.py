@@ -213,10 +213,27 @@ for cf in (0.5, 1.0, 1.25, 2.0, 4.0):
 # $$\mathcal{L}_\text{balance} = E \cdot \sum_{i=1}^{E} f_i \, P_i, \qquad
 # f_i = \frac{\#\{\text{tokens that chose } i\}}{N}, \qquad P_i = \frac{1}{N}\sum_{x} p_i(x)$$
 #
-# f_i is a count and has no gradient; P_i, the mean router probability, does. The product is
-# smallest when both are uniform, where it equals k; pushing P_i down for overloaded experts
-# is how the router learns to spread tokens. The **z-loss**, the mean squared log-sum-exp of
-# the logits, keeps the logits small so that the router's softmax stays numerically tame.
+# f_i is a count and has no gradient; P_i, the mean router probability, does. Here f counts
+# all k choices of every token (as Hugging Face's Mixtral does), so each f_i is at most 1 and
+# the f_i sum to k; the P_i sum to 1. Three facts follow, and the cell below prints each case.
+#
+# * **Upper bound E.** Since f_i ≤ 1, the loss is at most E · Σ P_i = E. It gets close to E
+#   when nearly all the probability sits on experts that every token picks: a collapsed router.
+# * **k at balance.** If every expert gets k/E of the assignments, the loss is
+#   E · Σ (k/E) · P_i = k, whatever the probabilities are.
+# * **k is the minimum only under a condition.** If each expert's mean probability matches its
+#   share of the load (P_i = f_i/k), the loss is (E/k) · Σ f_i², which is smallest, k, exactly
+#   when the load is uniform. Without that condition it can go below k: an expert that is picked
+#   but given almost no probability costs almost nothing. The lopsided router below sends half
+#   of all assignments to one expert and still scores less than a balanced one.
+#
+# What pushes a router towards balance in training is the gradient. With f held fixed,
+# ∂L/∂P_i = E · f_i, largest for the busiest experts; through the softmax, a descent step
+# lowers the logits of the experts whose load is above the token's probability-weighted mean
+# load and raises the others. Section 9 measures the effect.
+#
+# The **z-loss**, the mean squared log-sum-exp of the logits, keeps the logits small so that
+# the router's softmax stays numerically tame.
 
 # %%
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func  # noqa: E402
@@ -224,11 +241,18 @@ from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_fun
 E, Ntok = 8, 64
 uniform = torch.full((Ntok, E), 1 / E)  # (N, E)
 spread = torch.arange(Ntok * 2).view(Ntok, 2) % E  # (N, 2): every expert chosen equally often
-print(f"balanced router, k=2: loss = {load_balancing_loss(uniform, spread, E).item():.3f} (the minimum, k)")
+print(f"balanced router, k=2: loss = {load_balancing_loss(uniform, spread, E).item():.3f} (= k)")
 collapsed = torch.softmax(torch.randn(Ntok, E) + torch.tensor([6.0, 6.0] + [0.0] * 6), -1)  # (N, E)
 idx = collapsed.topk(2, -1).indices  # (N, 2)
 print(f"collapsed router (everything to experts 0 and 1): loss = "
-      f"{load_balancing_loss(collapsed, idx, E).item():.3f} (at most E·k = {E * 2})")
+      f"{load_balancing_loss(collapsed, idx, E).item():.3f} (at most E = {E})")
+lopsided = torch.full((Ntok, E), -10.0)  # (N, E) logits
+lopsided[torch.arange(Ntok), torch.arange(Ntok) % 7] = 10.0  # first choices spread over experts 0-6
+lopsided[:, 7] = 0.0  # second choice: always expert 7, at almost zero probability
+lop_probs = lopsided.softmax(-1)  # (N, E)
+lop_idx = lop_probs.topk(2, -1).indices  # (N, 2)
+print(f"lopsided router (expert 7 takes {(lop_idx == 7).float().mean():.0%} of the assignments): loss = "
+      f"{load_balancing_loss(lop_probs, lop_idx, E).item():.3f} (below k)")
 logits = torch.randn(Ntok, E) * 2  # (N, E)
 probs = logits.softmax(-1)  # (N, E)
 ours = load_balancing_loss(probs, probs.topk(2, -1).indices, E)

@@ -44,6 +44,7 @@ if importlib.util.find_spec("course_lib") is None:
 import time
 from collections import Counter
 
+import matplotlib.pyplot as plt
 import regex
 from IPython.display import HTML, display
 
@@ -133,8 +134,11 @@ print("first 25 merges:", [bpe.vocab[256 + i].decode("utf-8", "replace") for i i
 print("last 10 merges: ", [bpe.vocab[256 + i].decode("utf-8", "replace") for i in range(len(bpe.merges) - 10, len(bpe.merges))])
 
 # %% [markdown]
-# Move the slider to apply the first *n* merges to a line of Hamlet; each coloured box is one
-# token. Early merges glue common letter pairs (`th`, `he`, ` a`); later ones whole words.
+# The first merges glue a common letter to the space before it (` t`, ` a`, ` s`) or join a
+# frequent pair (`he`, `ou`, `in`); by the 11th, ` the` is already one token. The last ones
+# are whole words (` heaven`, ` death`) and capitalised speaker names with their pieces
+# (`LAUD`, `LAUDIO`, `CLAUDIO`). Move the slider to apply the first *n* merges to a line of
+# Hamlet; each coloured box is one token.
 
 # %%
 import ipywidgets as W
@@ -193,9 +197,9 @@ hf.train_from_iterator([text], trainers.BpeTrainer(vocab_size=1000, show_progres
                                                    special_tokens=["<|endoftext|>"],
                                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
 print(f"HF tokenizers trained in {time.perf_counter() - start:.1f} s")
-held_out = text[-100_000:]
-ours_ids, hf_ids = bpe.encode(held_out), hf.encode(held_out).ids
-print(f"round trip exact: ours {bpe.decode(ours_ids) == held_out}, HF {hf.decode(hf_ids) == held_out}")
+tail = text[-100_000:]  # the corpus's last 100,000 characters (both tokenizers trained on them too)
+ours_ids, hf_ids = bpe.encode(tail), hf.encode(tail).ids
+print(f"round trip exact: ours {bpe.decode(ours_ids) == tail}, HF {hf.decode(hf_ids) == tail}")
 print(f"tokens for the last 100,000 characters: ours {len(ours_ids):,}, HF {len(hf_ids):,}")
 
 # %% [markdown]
@@ -222,20 +226,46 @@ print(f"identical ids on {same} of {len(lines)} lines of Shakespeare")
 # %% [markdown]
 # ## 8. Compression, computed
 # Fewer tokens per text means shorter sequences for the same content — cheaper attention, a
-# longer effective context. Bytes per token on the held-out text:
+# longer effective context. Bytes per token on the corpus's last 100,000 characters (not
+# held out: both BPE tokenizers were trained on the whole corpus, these characters included):
 
 # %%
-n_bytes = len(held_out.encode())
-rows = [("characters", chars.vocab_size, len(chars.encode(held_out))),
+n_bytes = len(tail.encode())
+rows = [("characters", chars.vocab_size, len(chars.encode(tail))),
         ("bytes", 256, n_bytes),
         ("byte-level BPE (ours)", bpe.vocab_size, len(ours_ids)),
         ("byte-level BPE (HF tokenizers)", hf.get_vocab_size(), len(hf_ids)),
-        ("WordPiece (MiniLM, no [CLS]/[SEP])", wp.vocab_size, len(wp.encode(held_out, add_special_tokens=False)))]
+        ("WordPiece (MiniLM, no [CLS]/[SEP])", wp.vocab_size, len(wp.encode(tail, add_special_tokens=False)))]
 print(f"{'tokenizer':<36}{'vocab':>7}{'tokens':>9}{'bytes/token':>13}")
 for name, v, n in rows:
     print(f"{name:<36}{v:>7}{n:>9,}{n_bytes / n:>13.2f}")
 
 # %% [markdown]
+# How does compression grow with the number of merges? A `ByteBPETokenizer` built from
+# `bpe.merges[:n]` is our tokenizer stopped after n merges; encode the same text with it for
+# a range of n:
+
+# %%
+ns = [0, 10, 25] + list(range(50, len(bpe.merges), 50)) + [len(bpe.merges)]
+per_token = [n_bytes / len(ByteBPETokenizer(bpe.merges[:n]).encode(tail)) for n in ns]  # bytes per token
+halved = next(n for n, b in zip(ns, per_token) if b >= 2)
+print(f"bytes per token: {per_token[ns.index(100)]:.2f} after 100 merges, {per_token[-1]:.2f} after all "
+      f"{len(bpe.merges)}; first point at 2 or more: {halved} merges")
+fig, ax = plt.subplots(figsize=(6, 2.6))
+ax.plot(ns, per_token, marker=".")
+ax.axhline(2, color="grey", linestyle="--", linewidth=0.8, label="half as many tokens as bytes")
+ax.set_xlabel("merges applied")
+ax.set_ylabel("bytes per token")
+ax.set_title("our BPE on the corpus's last 100,000 characters")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The curve flattens: BPE takes the most frequent pair first, so later merges join rarer
+# pairs and save fewer tokens. The sequence is half as long as the bytes after a few hundred
+# merges (the printed line says where the curve reaches 2).
+#
 # ## Summary
 # * Characters: tiny vocabulary, long sequences, unknown characters fail. Bytes: never fail,
 #   longer still.

@@ -56,7 +56,7 @@ from course_lib.models import GPT
 from course_lib.tokenizers import CharTokenizer
 from course_lib.training import Trainer, TrainConfig
 
-seed_everything(0)
+_ = seed_everything(0)
 
 # %% [markdown]
 # ## 1. A model to decode from

@@ -325,7 +325,8 @@ if REFERENCE_RUN:  # the text below: smallest over-fed, largest under-fed, relat
 #
 # * **post-LN** (Vaswani et al. 2017) instead of pre-LN (GPT-2; Xiong et al. 2020 show pre-LN's
 #   gradients are well-behaved at initialisation, so it needs less warm-up);
-# * **RMSNorm** (Zhang & Sennrich 2019) instead of LayerNorm: no mean subtraction, no β;
+# * **RMSNorm** (Zhang & Sennrich 2019) instead of LayerNorm: no mean subtraction (and no β,
+#   though our bias-free baseline's LayerNorm has none either);
 # * **SwiGLU** (Shazeer 2020) instead of a GELU FFN, its hidden width 2/3 as large so the
 #   parameter counts match;
 # * **GQA** (2 key/value heads) and **MQA** (1) instead of 4 (Ainslie et al. 2023; Shazeer 2019):
@@ -364,8 +365,13 @@ assert ablations["MQA (1 kv head)"].n_params < ablations["GQA (2 kv heads)"].n_p
 # %% [markdown]
 # **Reading the ablation table** (the verdict column compares each change with the seed noise):
 #
-# * **RMSNorm** is within seed noise of LayerNorm: dropping the mean and β costs nothing here, and
-#   it is cheaper — the reason LLaMA, Mistral and T5 use it.
+# * **RMSNorm** is within seed noise of LayerNorm: dropping the mean subtraction costs nothing
+#   here. (β is not what differs: these models have no biases, so the baseline's LayerNorm has
+#   none either, and the params column is the same.) The case for it is less work per token —
+#   one statistic instead of two; Zhang & Sennrich report it running faster than LayerNorm at
+#   the same quality, and LLaMA, Mistral and T5 use it. The time column cannot show that: each
+#   entry is one short run, and the two baseline rows do identical work, so the gap between them
+#   is the column's noise. Read no speed ordering into it.
 # * **post-LN** is worse at equal steps, even at two layers. Xiong et al. 2020 (§3) show why it is
 #   the harder one to train: with the norm on the residual path, the gradients of the last layers
 #   are large at initialisation, so it needs a long warm-up, and ours is short.

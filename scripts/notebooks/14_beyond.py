@@ -33,7 +33,7 @@ if importlib.util.find_spec("course_lib") is None:
 # **You will learn** what a state-space model (SSM) is and how Mamba makes it *selective*
 # (its step size Δ and its matrices B and C depend on the input); how the continuous system
 # becomes a discrete recurrence (zero-order hold); why the same recurrence can run as a
-# sequential loop *or* as a parallel, log-depth associative scan — and we prove the two equal;
+# sequential loop *or* as a parallel, log-depth associative scan — and we check that the two agree;
 # how the Mamba block wraps the SSM (projection, causal conv, gate); how its memory grows with
 # sequence length next to attention's; and, on the paper's *selective copying* task, what
 # selection buys over a time-invariant SSM and how it compares with attention. Then the same
@@ -84,6 +84,11 @@ print("device in use:", device)
 # (0, 1): Δ decides how much of the past survives a step. A **small Δ** keeps the state (the
 # token is mostly ignored); a **large Δ** forgets the state and writes the current token in.
 # Mamba's code uses the simpler $\bar B = \Delta B$ (Euler) for B, the exact form for A.
+#
+# The output has one more term. Eq. 1 leaves it out, but Mamba's code, Hugging Face's
+# `MambaMixer` and `course_lib/ssm.py` all add a skip: $y_t = C h_t + D x_t$, with D one learned
+# number per channel (ours starts at 1). It carries the current input straight to the output,
+# so a token reaches $y_t$ even when a small Δ keeps it out of the state.
 
 # %%
 A = -torch.tensor([[1.0, 4.0]])  # (E=1, N=2): two decay rates
@@ -110,7 +115,9 @@ plt.show()
 # S4 used the same Δ, B, C at every step, so the whole model is one fixed convolution over the
 # past: it cannot decide to *keep* one token and *skip* another. Mamba's change (Algorithm 2,
 # "S6") is to compute them from the input: B = Linear(x), C = Linear(x), Δ = softplus(Linear(x)).
-# With E channels and N states per channel the shapes are:
+# With E channels and N states per channel the shapes are below. Because Δ is computed from each
+# token, it differs from token to token, even in this untrained block on random input: the
+# second and third lines print by how much (max/min over the tokens of a sequence).
 
 # %%
 block = MambaBlock(MambaConfig(d_model=16, d_state=4))
@@ -118,7 +125,11 @@ x_inner = torch.randn(2, 7, block.config.d_inner)  # (B, T, E)
 delta, Bm, Cm = block.ssm_parameters(x_inner)
 print("x:", tuple(x_inner.shape), "  Δ:", tuple(delta.shape), "  B:", tuple(Bm.shape), "  C:", tuple(Cm.shape),
       "  A:", tuple(block.A_log.shape))
-print(f"Δ differs from token to token: first channel, sequence 0 = {[round(v, 3) for v in delta[0, :4, 0].tolist()]}")
+lo, hi = delta[0, :, 0].min().item(), delta[0, :, 0].max().item()  # channel 0 of sequence 0, over its T tokens
+print(f"Δ over the {x_inner.size(1)} tokens of sequence 0, channel 0: from {lo:.4f} to {hi:.4f} "
+      f"(max/min {hi / lo:.1f})")
+spread = (delta.amax(1) / delta.amin(1)).median().item()  # (B, E) max/min over T -> one number
+print(f"max/min of Δ over the tokens, median over every sequence and channel: {spread:.1f}")
 
 # %% [markdown]
 # ## 3. The selective scan, two ways
@@ -133,8 +144,12 @@ print(f"Δ differs from token to token: first channel, sequence 0 = {[round(v, 3
 #
 # This composition is **associative**, so a prefix scan can combine neighbours in a tree:
 # after round k every position holds the composition of the last 2ᵏ maps, and ⌈log₂ T⌉ rounds
-# finish the job (Hillis & Steele). This is the parallel scan Mamba runs on the GPU (its
-# kernel also keeps h in fast SRAM and never writes all the states to memory).
+# finish the job (Hillis & Steele). That is the idea which makes a recurrence parallel — a
+# log-depth prefix scan — not the kernel Mamba runs. The paper's hardware-aware scan (§3.3)
+# loads Δ, A, B, C into the GPU's fast on-chip SRAM, discretises and scans there, and writes
+# only y back, never all the states; its CUDA kernel walks the sequence in chunks, scans each
+# chunk in parallel and carries the running state into the next. (Hillis–Steele also does about
+# T·log₂T combines where the loop does T; work-efficient scans, Blelloch 1990, do O(T).)
 
 # %%
 a = torch.tensor([[0.5, 0.5, 0.5, 0.5]])  # (B=1, T=4)
@@ -232,7 +247,7 @@ plt.show()
 # decide per token whether to remember it — exactly what an input-independent (LTI) SSM cannot
 # do. We train three tiny models for the same number of steps on one thread:
 # Mamba, the same Mamba with selection switched off (Δ, B, C learned constants, as in S4D),
-# and a GPT (causal attention) of similar size.
+# and a GPT (causal attention) of comparable size (the cell prints each model's parameters).
 
 # %%
 ids, targets = selective_copying(1, n_data=4, length=16, generator=torch.Generator().manual_seed(5))
@@ -278,12 +293,18 @@ with single_thread():
 print(f"chance is {1 / 8:.1%} (8 colours)")
 
 # %% [markdown]
-# The paper's Table 1 shows the same ordering at scale: without selection the SSM cannot tell
-# which inputs matter, because every input is mixed into the state by the same fixed rule.
-# Attention solves the task too — it can look back at every position — but pays with a T × T
-# score matrix, the memory growth measured above. Mamba gets content-based selection with a
-# fixed-size state, which is the whole point of the paper: the *selection* lets a recurrent
-# model do what used to need attention, at linear cost.
+# The two Mamba models differ only in selection, and selection is what separates their
+# accuracies: without it the SSM cannot tell which inputs matter, because every input is mixed
+# into the state by the same fixed rule. The paper's Table 1 is this comparison, not a larger
+# version of our three-way one: a small synthetic selective-copying experiment in which the
+# time-invariant S4, the Hyena long convolution and the selective S6 each sit inside several
+# architectures, and S6 is the layer that solves the task. It has no attention model.
+#
+# Our attention model, which can look back at every position, lands in between in this run: far
+# above chance and the time-invariant SSM, below the selective Mamba, with more parameters. One
+# short run at this size does not rank the two. The cost side is clearer: attention's look-back
+# needs a T × T score matrix (the memory growth measured above), while Mamba selects by content
+# with a fixed-size state — the point of the paper.
 #
 # **Where attention still wins:** a fixed-size state must compress the past. Tasks that need
 # exact recall of many items (associative recall with many keys, copying long strings) favour
@@ -361,7 +382,8 @@ plt.show()
 
 # %% [markdown]
 # ## Summary
-# * The SSM recurrence hₜ = Āₜ hₜ₋₁ + B̄ₜ xₜ with Ā = exp(ΔA) (zero-order hold) and B̄ ≈ ΔB.
+# * The SSM recurrence hₜ = Āₜ hₜ₋₁ + B̄ₜ xₜ with Ā = exp(ΔA) (zero-order hold) and B̄ ≈ ΔB;
+#   the output yₜ = Cₜ hₜ + D xₜ, D a learned per-channel skip.
 # * Selection: Δ, B, C are functions of the token, so the model decides what to keep.
 # * The recurrence is a composition of affine maps, hence associative: a log-depth parallel scan
 #   gives the same states as the loop (checked to 1e-10 in float64).
