@@ -1,6 +1,7 @@
 """Attention for long sequences, read top to bottom: measuring memory -> online softmax ->
 tiled ("flash") attention with its own backward -> sliding window, naive and vectorised ->
-sparse patterns as masks -> linear attention in three equal forms.
+sparse patterns as masks -> block-sparse attention that computes only the allowed tiles ->
+linear attention in three equal forms.
 
 Everything works on (..., T, D) tensors, usually (B, H, T, D), and equals the exact
 softmax attention of ``course_lib.attention`` wherever it claims to.
@@ -229,6 +230,64 @@ def receptive_field(mask: torch.Tensor, n_layers: int) -> torch.Tensor:
     for _ in range(n_layers):
         reach = (step @ reach.float()) > 0  # (T, T)
     return reach
+
+
+def block_layout_mask(layout: torch.Tensor, block: int, T: int, causal: bool = False) -> torch.Tensor:
+    """(T, T) bool token mask of a block layout: query i may attend to key j when
+    layout[i // block, j // block] is True (and j <= i if causal). layout is (n_blocks, n_blocks)
+    bool with n_blocks = ceil(T / block). The dense reference for block_sparse_attention."""
+    check_positive_values("block_layout_mask", block=block)  # tokens per block
+    blk = torch.arange(T, device=layout.device) // block  # (T,): the block of each position
+    mask = layout[blk[:, None], blk[None, :]]  # (T, T)
+    return mask & causal_mask(T, layout.device) if causal else mask
+
+
+# --------------------------------------------------------------------------- block-sparse attention (skips work)
+def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: torch.Tensor,
+                           block: int, causal: bool = False, scale: float | None = None) -> torch.Tensor:
+    """Softmax attention that computes only the (block × block) score tiles a block layout allows
+    (the block-sparse kernels of Child et al. 2019 and BigBird, Zaheer et al. 2020, App. D).
+
+    q, k, v (..., T, D) self-attention; layout (n_blocks, n_blocks) bool, n_blocks = ceil(T / block),
+    with its diagonal True (every query sees its own block). Equal to dense attention with
+    ``block_layout_mask(layout, block, T, causal)``; work and extra memory grow with the number
+    P of allowed blocks, P·block², not with T².
+
+    The allowed (query block, key block) pairs are listed once; each pair's keys and values are
+    gathered and scored. A query block's pairs then share one softmax: the row maximum over its
+    pairs (scatter_reduce), the sum of exponentials and the weighted values summed back per query
+    block (index_add). The maximum only keeps exp() in range, so it is taken without gradient.
+    """
+    check_positive_values("block_sparse_attention", block=block)  # tokens per block
+    T, D = q.size(-2), q.size(-1)
+    n = -(-T // block)  # blocks, the last one padded
+    if layout.shape != (n, n) or layout.dtype != torch.bool or not layout.diagonal().all():
+        raise ValueError(f"block_sparse_attention: layout must be ({n}, {n}) bool (T={T}, block={block}) "
+                         f"with a True diagonal; got {tuple(layout.shape)} {layout.dtype}.")
+    if k.shape[-2:] != (T, D) or v.size(-2) != T:
+        raise ValueError(f"block_sparse_attention is self-attention: q (..., T, D), k (..., T, D), "
+                         f"v (..., T, D_v); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}.")
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    pad = n * block - T
+    qb, kb, vb = (F.pad(x, (0, 0, 0, pad)).unflatten(-2, (n, block)) for x in (q, k, v))  # (..., n, b, D)
+    qi, kj = layout.to(q.device).nonzero(as_tuple=True)  # (P,), (P,): the allowed tiles, row by row
+
+    s = (qb.index_select(-3, qi) @ kb.index_select(-3, kj).transpose(-2, -1)).mul_(scale)  # (..., P, b, b)
+    offs = torch.arange(block, device=q.device)  # (b,)
+    pos_q, pos_k = qi[:, None] * block + offs, kj[:, None] * block + offs  # (P, b) token positions
+    keep = (pos_k < T)[:, None, :]  # (P, 1, b): padded keys never count
+    if causal:
+        keep = keep & (pos_k[:, None, :] <= pos_q[:, :, None])  # (P, b, b)
+    s = s.masked_fill_(~keep, float("-inf"))  # in place: one (..., P, b, b) tensor fewer at the peak
+
+    row_max = s.detach().amax(-1)  # (..., P, b)
+    m = s.new_full((*s.shape[:-3], n, block), float("-inf")).scatter_reduce(  # (..., n, b): max over a row's tiles
+        -2, qi[:, None].expand_as(row_max), row_max, "amax")
+    p = (s - m.index_select(-2, qi)[..., None]).exp_()  # (..., P, b, b); masked slots give 0
+    l = s.new_zeros((*s.shape[:-3], n, block)).index_add(-2, qi, p.sum(-1))  # (..., n, b)
+    acc = s.new_zeros((*s.shape[:-3], n, block, v.size(-1)))  # (..., n, b, D_v)
+    acc = acc.index_add(-3, qi, p @ vb.index_select(-3, kj))
+    return (acc / l[..., None]).flatten(-3, -2)[..., :T, :]  # (..., T, D_v)
 
 
 # --------------------------------------------------------------------------- linear attention

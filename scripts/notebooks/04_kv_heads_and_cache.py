@@ -208,16 +208,128 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# ## 5. Why GQA is the compromise
+# ## 5. Why a smaller cache makes decoding faster
+# Generating one token multiplies a single vector by every weight matrix, and attends with one
+# query per head over the whole cache. Each weight is read from memory, used in one
+# multiply-add (2 FLOPs) and not needed again until the next token. Each cached key and value
+# is used once per query head that shares it. With MHA that is again 2 FLOPs per number read:
+# 1 FLOP per byte in 16-bit, ½ in float32. A large matmul, by contrast, re-uses every number it
+# loads many times. So a decoding step mostly waits for memory, and its time follows the bytes
+# it reads. The cache is a growing part of those bytes: with long contexts or many sequences
+# per batch it outgrows the weights (§4: 32 sequences of 4096 tokens).
+#
+# GQA changes one term in that count. Each K/V number now serves H / n_kv_heads query heads,
+# so the arithmetic per token stays the same while the bytes read fall by that factor.
+#
+# A measurement on this machine's CPU: the attention part of one decoding step, 16 query heads
+# of size 64, float32, one thread, the median of 21 runs. MHA, GQA with 4 K/V heads and MQA
+# attend over caches of 4096 and 16384 tokens. `decode_attention` groups the query heads that
+# share a K/V head, so each cached key and value is read once (`repeat_kv` would first copy
+# them H / n_kv_heads times). The K/V bytes and FLOPs come from the shapes; the times are
+# measured. A 1024 × 1024 matmul on the same core shows how fast that core can do arithmetic
+# when memory is not the limit.
+
+# %%
+import statistics
+import time
+
+from course_lib.device import single_thread
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One new token attending over the cache, each cached key and value read once.
+    q (B, H, 1, D); k, v (B, H_kv, T, D) -> (B, H, 1, D)."""
+    B, H, _, D = q.shape
+    H_kv = k.size(1)
+    qg = q.view(B, H_kv, H // H_kv, D)  # (B, H_kv, H/H_kv, D): the query heads that share a K/V head
+    w = torch.softmax(qg @ k.transpose(-2, -1) / math.sqrt(D), dim=-1)  # (B, H_kv, H/H_kv, T)
+    return (w @ v).view(B, H, 1, D)  # (B, H_kv, H/H_kv, D) -> (B, H, 1, D)
+
+
+H_DEC, D_DEC, REPEATS = 16, 64, 21
+variants = [("MHA", 16), ("GQA", 4), ("MQA", 1)]
+seed_everything(5)
+q_new = torch.randn(1, H_DEC, 1, D_DEC)  # (B, H, 1, D): the token being decoded
+rows = []
+with torch.no_grad(), single_thread():
+    for T_cache in (4096, 16384):
+        caches = {name: (torch.randn(1, n, T_cache, D_DEC), torch.randn(1, n, T_cache, D_DEC))  # (B, H_kv, T, D)
+                  for name, n in variants}
+        times = {name: [] for name in caches}
+        for r in range(REPEATS + 1):  # the variants take turns; run 0 only warms up
+            for name, (k, v) in caches.items():
+                start = time.perf_counter()
+                decode_attention(q_new, k, v)
+                if r:
+                    times[name].append(time.perf_counter() - start)
+        for name, n_kv in variants:
+            kv_bytes = 2 * n_kv * T_cache * D_DEC * 4  # K and V of every cached token, float32
+            flops = 2 * 2 * H_DEC * T_cache * D_DEC  # q·k, then weights·v: a multiply-add per head, token, dim
+            rows.append((name, n_kv, T_cache, kv_bytes, flops, statistics.median(times[name])))
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    mm = []
+    for _ in range(6):
+        start = time.perf_counter()
+        a @ b
+        mm.append(time.perf_counter() - start)
+    matmul_s = statistics.median(mm[1:])
+
+print(f"{'':<5}{'K/V heads':>9}{'cached tokens':>15}{'K/V read':>11}{'FLOPs':>8}{'FLOPs/byte':>12}   time per token")
+for name, n_kv, T_cache, kv_bytes, flops, secs in rows:
+    print(f"{name:<5}{n_kv:>9}{T_cache:>15}{kv_bytes / 2**20:>7.0f} MiB{flops / 1e6:>5.0f} M"
+          f"{flops / kv_bytes:>12.1f}   {secs * 1e3:.2f} ms")
+print(f"\nfor comparison, one 1024×1024 @ 1024×1024 matmul ({2 * 1024**3 / 1e9:.2f} GFLOP) "
+      f"takes {matmul_s * 1e3:.1f} ms")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+for T_cache in sorted({r[2] for r in rows}):
+    mine = [r for r in rows if r[2] == T_cache]  # MHA, GQA, MQA over the same cache length
+    xs, ys = [r[3] / 2**20 for r in mine], [r[5] * 1e3 for r in mine]
+    axes[0].plot(xs, ys, "o-", label=f"{T_cache} cached tokens")
+    for r, x_, y_ in zip(mine, xs, ys):
+        axes[0].annotate(f"{r[0]} {r[3] / r[5] / 1e9:.1f} GB/s", (x_, y_), textcoords="offset points",
+                         xytext=(5, -10), fontsize=7)
+big = max(rows, key=lambda r: r[3])  # MHA at the longest cache
+xs = sorted({r[3] / 2**20 for r in rows})
+axes[0].plot(xs, [big[5] * 1e3 * x / (big[3] / 2**20) for x in xs], ":", color="grey", label="∝ bytes read")
+axes[0].set_xscale("log", base=2)
+axes[0].set_yscale("log")
+axes[0].set_xlabel("K/V read per token (MiB)")
+axes[0].set_ylabel("time per token (ms)")
+axes[0].set_title("attention of one decoding step (this machine)")
+axes[0].legend(fontsize=8)
+labels = [f"{r[0]}\n{r[2] // 1024}k" for r in rows]
+axes[1].bar(range(len(rows)), [r[4] / r[5] / 1e9 for r in rows], color=["C0", "C1", "C2"] * 2)
+axes[1].axhline(2 * 1024**3 / matmul_s / 1e9, color="grey", ls="--", label="1024×1024 matmul, same core")
+axes[1].set_xticks(range(len(rows)), labels)
+axes[1].set_ylabel("GFLOP/s")
+axes[1].set_title("the same arithmetic, done at what rate")
+axes[1].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The times are this machine's and vary from run to run; the bytes and FLOPs are exact. At
+# one cache length every row does the same arithmetic, and only the bytes read differ. The
+# left panel plots time against bytes, and each point's label is bytes ÷ time, the effective
+# bandwidth. Time per token falls with the bytes from MHA to MQA, but by less than the
+# 16-fold cut in bytes. Some costs do not shrink with the number of K/V heads: the H × T
+# scores that the softmax writes and reads, a fixed cost per operation, and the arithmetic
+# itself. The right panel shows the arithmetic rate of each row against the matmul's. MHA
+# runs far below the matmul's rate: it is waiting for memory. With fewer K/V heads the same
+# FLOPs are done on fewer bytes, and the rate climbs toward the matmul's, where arithmetic
+# starts to be the limit.
+#
+# ## 6. Why GQA is the compromise
 # MQA gives the smallest cache, but every query head must then read the same keys and values;
 # Ainslie et al. report that MQA loses quality and can be unstable to train, while GQA with a
 # few groups is close to MHA in quality and close to MQA in speed. Their recipe for turning an
 # existing MHA checkpoint into GQA is to **mean-pool** the K/V heads of each group (§2.1).
 #
-# We can watch the trade-off on one layer: pool the K/V projections of an MHA layer into fewer
-# groups and measure how far the output moves, next to how much the cache shrinks. (The weights
-# here are random, so heads are less alike than in a trained model; pooling a trained model
-# loses less, and a short "uptraining" recovers most of the rest.)
+# Here is what pooling alone does to one layer. We pool the K/V projections of an MHA layer
+# into fewer groups and measure how far the output moves, next to how much the cache shrinks.
+# The layer is random. Its heads are made partly alike by hand (a shared part plus each
+# head's own), so the numbers describe this layer only, not a trained model.
 
 # %%
 def pooled_gqa(mha: MultiHeadAttention, n_kv: int) -> MultiHeadAttention:
@@ -256,13 +368,26 @@ ax.set_title("mean-pooling K/V heads: smaller cache, larger change")
 plt.show()
 
 # %% [markdown]
+# The output moves a lot. Even at 4 K/V heads its relative change is 0.45, and it grows as the
+# groups get larger. Pooling alone does not turn MHA into a good GQA model. Ainslie et al.
+# follow the pooling with **uptraining**: they continue pre-training the pooled checkpoint for
+# a small fraction of its original steps (5 % in their main runs). They report that uptrained
+# GQA comes close to MHA in quality at close to MQA's speed. That is their result, on trained
+# T5 models. This notebook trains nothing, so it neither shows nor tests it.
+
+# %% [markdown]
 # ## Summary
 # * The KV cache turns each decoding step from recomputing T keys and values into computing one;
 #   it equals the full forward pass exactly (checked above), but costs
 #   2 · layers · kv heads · head size · bytes per token.
 # * MQA shares one K/V head among all query heads; GQA shares one per group of consecutive query
 #   heads (`repeat_kv` = `repeat_interleave` on the head axis). Both are MHA with tied K/V weights.
-# * GQA (e.g. 8 K/V heads in LLaMA-2-70B, Mistral, Llama 3) cuts the cache several-fold while
-#   staying close to MHA; Mistral's sliding window additionally caps it at the window length.
+# * A decoding step reads every weight and the whole cache and does about 2 FLOPs per number it
+#   reads, so it waits for memory. Fewer K/V heads mean fewer bytes and less time per token
+#   (measured in §5; the time fell by less than the bytes).
+# * GQA (e.g. 8 K/V heads in LLaMA-2-70B, Mistral, Llama 3) cuts the cache several-fold.
+#   Mean-pooling alone moves a layer's output a lot (§6); Ainslie et al. report that after
+#   uptraining GQA stays close to MHA in quality. Mistral's sliding window additionally caps
+#   the cache at the window length.
 #
 # **Next:** `exercises/04_kv_heads_and_cache.ipynb`, then lesson 05 (long context).

@@ -38,7 +38,8 @@ if importlib.util.find_spec("course_lib") is None:
 #    2022): the *same* result, never holding the T×T matrix.
 # 2. **Sliding-window attention** (Longformer's local part; Mistral 7B): each token sees only
 #    the last w tokens — memory O(T·w).
-# 3. **Sparse patterns** (Sparse Transformer, Child et al. 2019; Longformer; BigBird).
+# 3. **Sparse patterns** (Sparse Transformer, Child et al. 2019; Longformer; BigBird): first as
+#    masks, which save nothing, then as block-sparse attention that skips the masked tiles.
 # 4. **Linear attention** (Katharopoulos et al. 2020): softmax replaced by a kernel — O(T),
 #    and an RNN in disguise.
 #
@@ -46,6 +47,7 @@ if importlib.util.find_spec("course_lib") is None:
 
 # %%
 import math
+import statistics
 import time
 
 import matplotlib.pyplot as plt
@@ -54,10 +56,12 @@ import torch.nn.functional as F
 
 from course_lib import get_device, seed_everything
 from course_lib.attention import causal_mask, scaled_dot_product_attention, sliding_window_mask
-from course_lib.efficient_attention import (causal_linear_attention, causal_linear_attention_parallel,
-                                            elu_feature_map, linear_attention_recurrent, online_softmax_attention,
-                                            peak_memory, receptive_field, sliding_window_attention,
-                                            sliding_window_attention_naive, tiled_attention)
+from course_lib.device import single_thread
+from course_lib.efficient_attention import (block_layout_mask, block_sparse_attention, causal_linear_attention,
+                                            causal_linear_attention_parallel, elu_feature_map,
+                                            linear_attention_recurrent, online_softmax_attention, peak_memory,
+                                            receptive_field, sliding_window_attention, sliding_window_attention_naive,
+                                            tiled_attention, window_global_random_mask)
 from course_lib.viz import plot_mask, plot_scaling
 
 device = get_device()
@@ -212,8 +216,20 @@ plt.show()
 # If most of what a token needs is nearby, let it see only a **window** of recent tokens.
 #
 # **Convention used throughout the course:** with window w, query i may attend to keys
-# i − w + 1 … i — the token itself and the w − 1 tokens before it (Mistral's definition; w = T gives
-# ordinary causal attention). As a mask, True = may attend:
+# i − w + 1 … i. That is w keys: the token itself and the w − 1 tokens before it
+# (`sliding_window_mask`; w = T gives ordinary causal attention). Two sources you will compare
+# against count differently:
+#
+# * **Hugging Face `transformers`** builds its Mistral mask with `sliding_window_overlay`
+#   (in `transformers/masking_utils.py`), which keeps key j when j > i − sliding_window, i.e.
+#   i − j < sliding_window. That is the same w keys. Our `window` is their `sliding_window`:
+#   a checkpoint whose config says `sliding_window: 4096` has window = 4096 here.
+# * **The Mistral 7B paper** (Jiang et al. 2023, §2) says the hidden state at position i attends
+#   to the positions between i − W and i. Read literally, with both ends included, that is
+#   W + 1 keys, which is our window = W + 1.
+#
+# The two differ by one key per query. That matters only when you compare masks entry by
+# entry, or count how far information travels (below). As a mask, True = may attend:
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
@@ -270,8 +286,9 @@ plt.show()
 # %% [markdown]
 # **But can a token still use information from far away?** Yes, through depth: layer 1 mixes in
 # the last w − 1 tokens, layer 2 mixes in *their* windows, and so on. After L layers the
-# receptive field reaches back L·(w − 1) tokens — the argument of the Mistral 7B paper (§2), where
-# 32 layers with a 4096-token window reach about 131k tokens.
+# receptive field reaches back L·(w − 1) tokens. This is the argument of the Mistral 7B paper
+# (§2), which gives W × L, about 131k tokens for 32 layers and W = 4096. The last two lines
+# below count both ways: our window of 4096 keys, and the paper's literal i − W … i.
 
 # %%
 T, w = 40, 4
@@ -280,6 +297,7 @@ for L in (1, 2, 3, 5):
     first = reach[T - 1].nonzero().min().item()
     print(f"L={L}: the last token is influenced by tokens {first}..{T - 1}: {T - 1 - first} back = L·(w−1) = {L * (w - 1)}")
 print(f"Mistral 7B: 32 layers × (4096 − 1) = {32 * 4095:,} tokens of theoretical reach")
+print(f"with the paper's i − W … i (W + 1 keys, W = 4096): 32 × 4096 = {32 * 4096:,} tokens")
 
 # %% [markdown]
 # ## 5. Sparse patterns
@@ -300,6 +318,110 @@ print(f"Mistral 7B: 32 layers × (4096 − 1) = {32 * 4095:,} tokens of theoreti
 from course_lib.widgets import pattern_explorer
 
 pattern_explorer()
+
+# %% [markdown]
+# ### Masks compute everything; block-sparse attention skips tiles
+# Each pattern above is a mask. All T × T scores are still computed and most are thrown away,
+# so memory and time stay O(T²). Only the vectorised sliding window of §4 skipped work, by
+# gathering each query's own keys. The other patterns can skip work too, if they are defined
+# on **blocks** of tokens instead of single tokens. A block layout is an
+# (n_blocks × n_blocks) bool matrix that says which (query block, key block) tiles are computed
+# at all. The Sparse Transformer's kernels and BigBird (Zaheer et al. 2020, App. D) work this
+# way.
+#
+# `block_sparse_attention(q, k, v, layout, block)` lists the allowed tiles and gathers each
+# tile's queries, keys and values with `index_select`. It scores all tiles as one batch of
+# (block × block) matmuls. A query's scores are now spread over several tiles, so its softmax
+# is put together per query block: first the maximum over the row's tiles (`scatter_reduce`),
+# then the sum of exponentials and the weighted values, each added up per query block with
+# `index_add`. Inside a tile the causal rule and the padding of the last block still apply,
+# token by token.
+#
+# The layout is BigBird's pattern on blocks: `window_global_random_mask`, called with the
+# number of blocks instead of the number of tokens. Each block sees itself and the 2 blocks
+# before it, the first block (global) and one random earlier block. First the proof, on 8 × 8
+# tiles, in float64 and float32:
+
+# %%
+T, BLOCK = 64, 8
+layout = window_global_random_mask(T // BLOCK, 3, n_global=1, n_random=1, causal=True, seed=0)  # (8, 8) tiles
+mask = block_layout_mask(layout, BLOCK, T, causal=True)  # (T, T) tokens
+print(layout.int())
+print(f"{int(layout.sum())} of {layout.numel()} tiles computed; {int(mask.sum())} of {T * T} scores are allowed")
+seed_everything(8)
+for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+    q, k, v = (torch.randn(2, 3, T, 16, dtype=dtype) for _ in range(3))  # (B, H, T, D)
+    dense = scaled_dot_product_attention(q, k, v, mask)  # all T×T scores, then the mask
+    sparse = block_sparse_attention(q, k, v, layout, BLOCK, causal=True)  # only the allowed tiles
+    print(f"{str(dtype):<14} block-sparse equals dense masked attention within {tol:.0e}: "
+          f"{(sparse - dense).abs().max().item() <= tol}")
+fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+plot_mask(layout, f"block layout: {T // BLOCK} × {T // BLOCK} tiles of {BLOCK} × {BLOCK}", ax=axes[0])
+plot_mask(mask, f"the token mask it stands for ({T} × {T})", ax=axes[1])
+axes[0].set_xlabel("key block")
+axes[0].set_ylabel("query block")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Now the cost, with blocks of 64 at T = 1024, 2048 and 4096 and one head of size 64, on the
+# CPU. We compare lesson 01's attention and PyTorch's SDPA, both given the same T × T mask,
+# built once outside the measurement. Peak memory is measured as in §1; time is the median of
+# 3 runs on one thread.
+
+# %% tolerance={"rel": 0.1}
+def median_time(fn, *args, repeats: int = 3) -> float:
+    """Median of a few runs, in seconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+BLOCK, Ts = 64, [1024, 2048, 4096]
+names = ["dense masked (lesson 01)", "SDPA masked", "block-sparse"]
+mem_bs, time_bs = {n: [] for n in names}, {n: [] for n in names}
+seed_everything(9)
+with torch.no_grad(), single_thread():
+    for T in Ts:
+        layout = window_global_random_mask(T // BLOCK, 3, n_global=1, n_random=1, causal=True, seed=0)  # tiles
+        mask = block_layout_mask(layout, BLOCK, T, causal=True)  # (T, T), built once, outside the timing
+        q, k, v = (torch.randn(1, 1, T, 64) for _ in range(3))  # (B, H, T, D)
+        fns = {"dense masked (lesson 01)": lambda q, k, v: scaled_dot_product_attention(q, k, v, mask),
+               "SDPA masked": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+               "block-sparse": lambda q, k, v: block_sparse_attention(q, k, v, layout, BLOCK, causal=True)}
+        outs = {}
+        for name, fn in fns.items():
+            outs[name], peak = peak_memory(fn, q, k, v)
+            mem_bs[name].append(peak / 2**20)
+            time_bs[name].append(median_time(fn, q, k, v))
+        same = all((o - outs["dense masked (lesson 01)"]).abs().max().item() <= 1e-5 for o in outs.values())
+        tiles = int(layout.sum())
+        print(f"T={T}: {tiles} of {layout.numel()} tiles, {tiles / layout.numel():.1%} of the T² scores; "
+              f"all three outputs equal within 1e-5: {same}")
+        print("   peak memory " + ", ".join(f"{n} {mem_bs[n][-1]:.1f} MiB" for n in names))
+        print("   time        " + ", ".join(f"{n} {time_bs[n][-1] * 1e3:.1f} ms" for n in names))
+for name in names:
+    print(f"{name:<25} peak memory grows {growth(Ts, mem_bs[name])}")
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+plot_scaling(Ts, mem_bs, "peak memory (MiB)", ax=axes[0], title=f"BigBird-style layout, blocks of {BLOCK}: memory")
+plot_scaling(Ts, time_bs, "time (s)", ax=axes[1], title="time on this machine (one thread)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The tile counts are exact, and so is the memory on a given PyTorch build; the times are this
+# machine's. The block-sparse version computes only the share of the T² scores printed, and
+# its peak memory grows like T. Both dense versions compute every score. SDPA's peak is well
+# below lesson 01's, but given a T × T mask it still grows like T². The mask itself, T² bools
+# (16 MiB at T = 4096), is memory that only the dense versions need. In time, the gap between
+# block-sparse and the dense versions widens as T grows.
+#
+# Block-sparse attention buys this only for patterns that come in whole tiles. Strided or
+# random links between single tokens would leave almost every tile partly used, and a tile is
+# computed in full as soon as one of its scores is needed.
 
 # %% [markdown]
 # ## 6. Linear attention
@@ -367,7 +489,9 @@ plt.show()
 #   O(T²) (the arithmetic is still O(T²)).
 # * Sliding-window attention (window = the token and the w − 1 before it) costs O(T·w) when done
 #   with padded, unfolded windows; depth extends its reach to L·(w − 1).
-# * Sparse patterns are masks mixing local, strided, global and random links.
+# * Sparse patterns mix local, strided, global and random links. As masks they save nothing.
+#   Defined on blocks, `block_sparse_attention` computes only the allowed tiles: equal to the
+#   dense masked attention, with memory that grows like T.
 # * Linear attention replaces exp(q·k) by φ(q)·φ(k): parallel, cumulative-sum and RNN forms are
 #   equal, memory is linear in T, and retrieval gets blurrier.
 #
