@@ -492,7 +492,9 @@ plt.show()
 # gap widens), not in the rate.
 #
 # Now train. Same task, 12 layers, Adam with a fairly high learning rate (6·10⁻³) and **no
-# warm-up**, 120 steps: pre-LN, post-LN, and post-LN again with a 50-step linear warm-up.
+# warm-up**, 120 steps: pre-LN, post-LN, and post-LN again with a 50-step linear warm-up. (A
+# warm-up starts the learning rate near 0 and raises it linearly to its full value over the
+# first steps, so the first, largest updates are small; lesson 10 uses one to train a GPT.)
 # (Loss log 12 ≈ 2.48 is chance: guessing uniformly among 12 tokens.)
 
 # %%

@@ -77,7 +77,10 @@ print(f"parameters: {n_params:,} (from the config alone: {param_count(cfg).total
 # ## 2. Exactly what Hugging Face computes
 # The reference: `transformers.BertModel` loaded from the same local folder. Same tokens in,
 # same hidden states out (to float32 rounding), and the same pooled sentence vector. The
-# tokenizer is the course's own WordPiece from lesson 09, over the same `vocab.txt`.
+# tokenizer is the course's own WordPiece over the same `vocab.txt`. WordPiece, which lesson 09
+# builds, lower-cases the text, splits it into words and punctuation, and cuts each word into
+# the longest pieces found in the vocabulary, left to right; a piece inside a word is written
+# with a leading `##` (`play ##ing`). [CLS] opens every sentence and [SEP] closes it.
 
 # %%
 from transformers import AutoTokenizer, BertModel
