@@ -55,7 +55,7 @@ from course_lib.device import single_thread
 from course_lib.generation import generate
 from course_lib.models import GPT
 from course_lib.tokenizers import CharTokenizer
-from course_lib.training import Trainer, TrainConfig, cosine_lr, lm_loss
+from course_lib.training import Trainer, TrainConfig, cosine_lr, lm_loss, param_groups
 from course_lib.viz import plot_history
 
 device = get_device()
@@ -163,6 +163,66 @@ print(f"\nvalidation loss fell from {loss0:.2f} to {history.val_loss[-1]:.2f} na
 # which this notebook does not compute.
 #
 # ## 5. What each part of the loop changes, measured
+# ### The optimiser: AdamW from the inside
+# `Trainer` uses AdamW (Loshchilov & Hutter 2019, Algorithm 2). For each parameter θ with
+# gradient g at step t = 1, 2, …:
+#
+# $$m_t = \beta_1 m_{t-1} + (1-\beta_1)\,g, \qquad v_t = \beta_2 v_{t-1} + (1-\beta_2)\,g^2$$
+# $$\hat m_t = \frac{m_t}{1-\beta_1^t}, \qquad \hat v_t = \frac{v_t}{1-\beta_2^t}, \qquad
+# \theta \leftarrow \theta - \text{lr}\,\Big(\frac{\hat m_t}{\sqrt{\hat v_t}+\epsilon} + \lambda\,\theta\Big)$$
+#
+# m is a running mean of the gradient, v of its square, so m̂/√v̂ is a step of about the same
+# size for every parameter, whatever the scale of its gradient. Two details matter:
+#
+# * **Bias correction.** m and v start at 0, so early on they are too small: m_t sums weights
+#   (1−β₁)·β₁^(t−1)… that add up to 1−β₁^t, not 1. Dividing by 1−β^t fixes the sum. Without
+#   it the step is off by (1−β₁^t)/√(1−β₂^t), computed below for the course's betas and for
+#   PyTorch's default (0.9, 0.999).
+# * **Decoupled weight decay.** λθ is added *outside* the m̂/√v̂ ratio. The older "L2" way adds
+#   λθ to the gradient, which then gets divided by √v̂: a weight whose gradients are small is
+#   decayed hard, one whose gradients are large hardly at all. `torch.optim.Adam(weight_decay=λ)`
+#   is the L2 form, `torch.optim.AdamW` the decoupled one; the cell measures the difference.
+
+# %%
+print("step size without bias correction, as a multiple of the corrected one:")
+for b1, b2 in ((0.9, 0.99), (0.9, 0.999)):
+    ratios = {t: (1 - b1 ** t) / math.sqrt(1 - b2 ** t) for t in (1, 10, 100, 1000)}
+    print(f"  betas ({b1}, {b2}): " + ", ".join(f"t={t}: ×{r:.2f}" for t, r in ratios.items()))
+
+# Two weights, both starting at 1, whose gradients alternate in sign (mean 0) with sizes 1e-3
+# and 10: on average only the weight decay pulls them towards 0.
+signs = torch.tensor([(-1.0) ** t for t in range(300)], dtype=torch.float64)[:, None]  # (steps, 1)
+noise = signs * torch.tensor([1e-3, 10.0], dtype=torch.float64)  # (steps, 2)
+for name, make in (("AdamW (decoupled)", lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.5)),
+                   ("Adam + L2 in the gradient", lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.5))):
+    w = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    opt = make([w])
+    for step_noise in noise:
+        w.grad = step_noise.clone()
+        opt.step()
+    print(f"{name:<26} after 300 steps: weight with tiny gradients {w[0].item():+.3f}, "
+          f"with large gradients {w[1].item():+.3f}")
+
+decay, no_decay = param_groups(model, 0.1)
+print(f"\nparam_groups on the GPT above: {len(decay['params'])} matrices decayed "
+      f"({sum(p.numel() for p in decay['params']):,} numbers); {len(no_decay['params'])} tensors not "
+      f"decayed: biases, norm gains and the embeddings ({sum(p.numel() for p in no_decay['params']):,} numbers)")
+
+# %% [markdown]
+# Read the first lines: with β₂ = 0.999 an uncorrected step would be several times too large for
+# the first few hundred steps, exactly when the model is most fragile; with the course's
+# β₂ = 0.99 the error is smaller and shorter-lived. In the decay experiment AdamW shrinks both
+# weights alike, close to (1 − lr·λ)³⁰⁰ ≈ 0.22: the decay is a fixed fraction of the weight per
+# step. The L2 form drives the weight with tiny gradients to about 0, because its λθ term is
+# divided by a tiny √v̂, and leaves the one with large gradients far from 0.
+#
+# Which tensors to decay is a convention, not a law. Decay pulls a tensor towards 0. A norm
+# gain's natural value is 1, and a bias only shifts; shrinking them buys no regularisation.
+# An embedding row gets a gradient only when its token appears, while decay would shrink it
+# at every step in between. nanoGPT decays every matrix, embeddings included; Hugging Face's
+# `Trainer` leaves out biases and norm weights; `course_lib.training.param_groups` also leaves
+# out the embeddings.
+#
 # ### Warm-up
 # Two short runs of a 4-layer model at a high learning rate (3e-2), no clipping, identical
 # except for warm-up. GPT is a *pre-LN* model, which is known to need warm-up far less than the
