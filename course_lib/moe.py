@@ -176,8 +176,8 @@ class SparseMoE(nn.Module):
                  capacity_factor: float | None = None, n_shared_experts: int = 0,
                  order: str = "softmax_topk", normalize: bool = True, activation: str = "silu"):
         super().__init__()
-        self.config = cfg = MoEConfig(d_model, d_ff, n_experts, top_k, capacity_factor, n_shared_experts,
-                                      order, normalize, activation)
+        self.config = MoEConfig(d_model, d_ff, n_experts, top_k, capacity_factor, n_shared_experts,
+                                order, normalize, activation)
         self.gate = nn.Linear(d_model, n_experts, bias=False)  # the router
         self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff, activation) for _ in range(n_experts))
         self.shared_expert = (GatedFeedForward(d_model, d_ff * n_shared_experts, activation)

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from course_lib.attention import MultiHeadAttention, padding_mask
 from course_lib.blocks import Block
-from course_lib.config import check_choice, check_divisible, check_positive, check_range, make_config
+from course_lib.config import check_divisible, check_positive, check_range, make_config
 from course_lib.ffn import check_activation, get_activation, make_ffn
 from course_lib.models.common import ModelOutput, check_input_ids, init_normal, run_blocks
 from course_lib.norms import make_norm

@@ -24,7 +24,7 @@ import torch.nn as nn
 from course_lib.attention import padding_mask
 from course_lib.blocks import Block
 from course_lib.config import ConfigError, check_divisible, check_positive, check_range, make_config
-from course_lib.ffn import check_activation, get_activation, llama_hidden_size, make_ffn
+from course_lib.ffn import check_activation, llama_hidden_size, make_ffn
 from course_lib.models.common import ModelOutput, cache_offset, check_input_ids, init_normal, new_caches
 from course_lib.norms import make_norm
 from course_lib.positional import RopeScaling, rope_cos_sin

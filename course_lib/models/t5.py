@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from course_lib.attention import CrossAttention, padding_mask
 from course_lib.blocks import Block
-from course_lib.config import check_choice, check_positive, check_range, make_config
+from course_lib.config import check_positive, check_range, make_config
 from course_lib.ffn import check_activation, make_ffn
 from course_lib.models.common import ModelOutput, cache_offset, check_input_ids, new_caches
 from course_lib.norms import make_norm
