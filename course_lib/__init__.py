@@ -12,7 +12,7 @@ ones after it (``tests/test_layering.py`` enforces it):
 4. **models** -- ``models`` (GPT, BERT, T5, LLaMA/Mistral, sizes), ``vit``, ``mod``
 5. **training, generation, interop** -- ``training``, ``generation``, ``interop`` (Hugging Face
    in and out), ``models.minilm`` (a pretrained BERT, read through interop), ``experiments``,
-   ``analysis``, ``distributed``, ``export``
+   ``analysis``, ``distributed``, ``export``, ``pretrained`` (the shipped Shakespeare GPT)
 6. **teaching tools** -- ``checks`` (the graders), ``grade``, ``widgets``, ``viz``,
    ``course_map``, ``envcheck``, ``tools`` (building and checking the notebooks)
 

@@ -183,6 +183,19 @@ def test_from_hf_weights_reads_a_checkpoint_without_tied_copies():
     assert max_err(ours, theirs, padded_batch("causal")) <= 1e-5
 
 
+def test_a_bias_free_gpt_goes_to_hf_gpt2_with_zero_biases():
+    """GPT-2 always has biases; a course GPT with bias=False (the shipped Shakespeare model) maps
+    to zero biases and computes the same logits."""
+    torch.manual_seed(0)
+    ours = perturbed(GPT(GPTConfig(vocab_size=V, max_positions=16, d_model=24, n_layers=2, n_heads=3,
+                                   bias=False))).eval()
+    theirs = to_hf(ours)
+    assert all(v.abs().max() == 0 for k, v in theirs.state_dict().items() if k.endswith(".bias") and "ln_" in k)
+    ids = torch.randint(0, V, (2, 9))
+    with torch.no_grad():
+        assert (ours(ids).logits - theirs(ids).logits).abs().max() <= 1e-5
+
+
 # --------------------------------------------------------------------------- errors
 def test_an_unknown_model_gets_a_clear_error():
     unknown = hf.BertForSequenceClassification(hf.BertConfig(**BERT))

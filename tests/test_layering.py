@@ -16,7 +16,7 @@ LAYERS = {
     "blocks": ["blocks", "parallel_block"],
     "models": ["models", "vit", "mod"],
     "training, generation, interop": ["training", "generation", "interop", "models.minilm", "experiments",
-                                      "analysis", "distributed", "export"],
+                                      "analysis", "distributed", "export", "pretrained"],
     "teaching tools": ["checks", "grade", "widgets", "viz", "course_map", "envcheck", "tools"],
 }
 RANK = {name: i for i, names in enumerate(LAYERS.values()) for name in names}

@@ -74,21 +74,24 @@ def gpt2_key_map(hf: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch
 
 
 def gpt2_key_map_to_hf(ours: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[str, torch.Tensor]:
-    """The inverse of gpt2_key_map: fuse q, k, v back into c_attn and transpose to Conv1D."""
+    """The inverse of gpt2_key_map: fuse q, k, v back into c_attn and transpose to Conv1D.
+    GPT-2 always has biases; a course GPT built with bias=False gets zero biases, which is the
+    same function."""
     t = lambda w: w.t().contiguous()  # noqa: E731  Linear (out, in) -> Conv1D (in, out)
+    bias = lambda name: ours.get(name + ".bias", ours[name + ".weight"].new_zeros(ours[name + ".weight"].shape[0]))  # noqa: E731
     p = "transformer."
     out = {p + "wte.weight": ours["tok_emb.weight"], p + "wpe.weight": ours["pos_emb.weight"],
-           p + "ln_f.weight": ours["final_norm.weight"], p + "ln_f.bias": ours["final_norm.bias"],
+           p + "ln_f.weight": ours["final_norm.weight"], p + "ln_f.bias": bias("final_norm"),
            "lm_head.weight": ours["lm_head.weight"]}
     for i in range(cfg.n_layers):
         h, b = f"{p}h.{i}.", f"blocks.{i}."
         qkv = [b + f"attn.{x}_proj" for x in "qkv"]
         out[h + "attn.c_attn.weight"] = t(torch.cat([ours[k + ".weight"] for k in qkv], dim=0))  # (C, 3C)
-        out[h + "attn.c_attn.bias"] = torch.cat([ours[k + ".bias"] for k in qkv])  # (3C,)
+        out[h + "attn.c_attn.bias"] = torch.cat([bias(k) for k in qkv])  # (3C,)
         for theirs, mine in GPT2_LAYER.items():
             w = ours[b + mine + ".weight"]
             out[h + theirs + ".weight"] = t(w) if theirs in CONV1D else w
-            out[h + theirs + ".bias"] = ours[b + mine + ".bias"]
+            out[h + theirs + ".bias"] = bias(b + mine)
     return out
 
 
