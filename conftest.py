@@ -15,6 +15,18 @@ from course_lib.tools.kernel import HEADLESS_ENV  # noqa: E402  (after the check
 for _key, _value in HEADLESS_ENV.items():  # the same headless set-up as the build and the grader
     os.environ.setdefault(_key, _value)
 
+# pytest -n N runs N workers at once. Each worker (and each notebook kernel it starts) would
+# otherwise use every core, so N workers x all cores threads fight for the cores, and OpenMP's
+# spin-waiting makes that several times slower than sharing them (measured: a 2-thread training
+# step 6x slower beside another one, 2x with one thread each). So each worker gets its share.
+# An explicit OMP_NUM_THREADS (CI's one-thread run) wins.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _workers > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
+    import torch  # noqa: E402
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 _durations = defaultdict(float)
 
 

@@ -12,7 +12,12 @@ on them and takes it off again, so both work on any course model (GPT, Bert/Mini
   * ablate:   zero one head's output before the output projection and see what the loss does
               (Michel et al. 2019 "Are Sixteen Heads Really Better than One?", §3);
   * rollout:  Abnar & Zuidema 2020 §3: average the heads, add the residual as 0.5·I, renormalise
-              and multiply the layers, to ask "how much of token j reaches position i".
+              and multiply the layers, to ask "how much of token j reaches position i";
+  * keys chosen by content: the weight each query puts on one key picked per query from the
+              tokens themselves (the last space, the last newline, the token after the
+              previous occurrence in a repeated string: an *induction* head, Olsson et al. 2022);
+  * logit lens: nostalgebraist 2020: read the residual stream after every block through the
+              model's own final norm and tied head, as if the model stopped there.
 """
 from __future__ import annotations
 
@@ -265,3 +270,87 @@ def attention_rollout(maps: list[torch.Tensor], residual: float = 0.5, head_fusi
         a_hat = a_hat / a_hat.sum(-1, keepdim=True)  # rows sum to 1 again
         out = a_hat if out is None else a_hat @ out  # (B, T, T): the new layer on the left
     return out
+
+
+# --------------------------------------------------------------------------- keys chosen by content
+def last_occurrence(ids: torch.Tensor, token_ids, min_distance: int = 1) -> torch.Tensor:
+    """ids (B, T) -> (B, T) long: for query i, the latest key j <= i - min_distance whose token is
+    one of ``token_ids`` (e.g. the ids of " " and "\\n"), or -1 when there is none."""
+    if ids.dim() != 2:
+        raise ValueError(f"ids must be (batch, time) token ids, got shape {tuple(ids.shape)}.")
+    if min_distance < 0:
+        raise ValueError(f"min_distance={min_distance}: expected >= 0 (0 lets a query pick itself).")
+    B, T = ids.shape
+    pos = torch.arange(T, device=ids.device).expand(B, T)  # (B, T)
+    hit = torch.isin(ids, torch.as_tensor(list(token_ids), device=ids.device))  # (B, T)
+    latest = torch.where(hit, pos, torch.full_like(pos, -1)).cummax(1).values  # (B, T): latest j <= i
+    if min_distance == 0:
+        return latest
+    shifted = torch.full_like(latest, -1)
+    shifted[:, min_distance:] = latest[:, :T - min_distance]  # latest j <= i - min_distance
+    return shifted
+
+
+def repeat_keys(T: int, period: int) -> torch.Tensor:
+    """(T,) long, the key an *induction* head attends to in a sequence that repeats with this
+    period (x_i = x_{i-period}): query i looks at i - period + 1, the token that followed the
+    previous occurrence of its own token; -1 for the first period (no earlier occurrence)."""
+    if not 1 <= period < T:
+        raise ValueError(f"period={period}: expected 1 <= period < T={T} (the sequence must repeat).")
+    i = torch.arange(T)  # (T,)
+    return torch.where(i >= period, i - period + 1, torch.full_like(i, -1))
+
+
+def weight_on_keys(attn: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """attn (B, H, T, T), keys (B, T) or (T,) long with one key per query (-1 = skip the query)
+    -> (H,): the mean, over every query that has a key, of the weight the head puts on it."""
+    B, H, T, _ = attn.shape
+    keys = keys.to(attn.device).expand(B, T)  # (B, T)
+    counted = keys >= 0  # (B, T)
+    if not counted.any():
+        raise ValueError("no query has a key (all -1): nothing to average.")
+    idx = keys.clamp_min(0)[:, None, :, None].expand(B, H, T, 1)  # (B, H, T, 1)
+    w = attn.gather(-1, idx).squeeze(-1).double()  # (B, H, T): weight on the chosen key
+    return ((w * counted[:, None]).sum((0, 2)) / counted.sum()).float()  # (H,)
+
+
+# --------------------------------------------------------------------------- logit lens
+def _lens_parts(model: nn.Module):
+    parts = [getattr(model, n, None) for n in ("blocks", "final_norm", "lm_head")]
+    if any(p is None for p in parts):
+        raise ValueError(f"{type(model).__name__} has no blocks / final_norm / lm_head: the logit lens needs "
+                         "a decoder-only course model (GPT, Llama).")
+    return parts
+
+
+@torch.no_grad()
+def logit_lens(model: nn.Module, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+    """nostalgebraist 2020: (L+1, B, T, V) logits read from the residual stream after the
+    embeddings (row 0) and after each of the L blocks (rows 1..L), each put through the model's
+    own final norm and LM head, as if the model ended there. Row L equals the model's logits."""
+    blocks, final_norm, lm_head = _lens_parts(model)
+    streams: list[torch.Tensor] = []
+    hooks = [blocks[0].register_forward_pre_hook(lambda m, args: streams.append(args[0]))]
+    hooks += [b.register_forward_hook(lambda m, args, out: streams.append(out[0] if isinstance(out, tuple) else out))
+              for b in blocks]
+    was_training = model.training
+    model.eval()
+    try:
+        model(input_ids, **kwargs)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return torch.stack([lm_head(final_norm(x)) for x in streams])  # (L+1, B, T, V)
+
+
+def lens_scores(lens: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """lens (L+1, B, T, V), targets (B, T) -> (loss, top-1 accuracy), each (L+1,): the mean
+    next-token cross-entropy (nats) and the fraction of targets that are the top logit."""
+    if lens.shape[1:3] != targets.shape:
+        raise ValueError(f"targets {tuple(targets.shape)} must be (B, T) = {tuple(lens.shape[1:3])}.")
+    logp = lens.float().log_softmax(-1)  # (L+1, B, T, V)
+    tgt = targets[None, ..., None].expand(lens.size(0), *targets.shape, 1)  # (L+1, B, T, 1)
+    loss = -logp.gather(-1, tgt).squeeze(-1).mean((1, 2))  # (L+1,)
+    acc = (lens.argmax(-1) == targets[None]).float().mean((1, 2))  # (L+1,)
+    return loss, acc

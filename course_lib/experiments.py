@@ -10,6 +10,8 @@ setting, so one experiment changes one of them and keeps the rest:
   norm            "layernorm" or "rmsnorm"
   ffn             "gelu" (a plain FFN of d_ff) or "swiglu" (gated, 2/3·d_ff: the same parameters)
   n_kv_heads      n_heads = MHA, fewer = GQA, 1 = MQA
+  rope_scaling    None, or RoPE stretched to longer contexts: position interpolation ("linear")
+                  or NTK-aware scaling ("ntk"), ``course_lib.positional.RopeScaling`` (lesson 02)
 
 It is built from the course's tested parts (``PositionalAttention``, ``Block``, ``make_ffn``, the
 positional helpers), and returns plain logits (B, T, V), so ``course_lib.training.lm_loss`` and
@@ -37,8 +39,9 @@ from course_lib.ffn import ffn_params, make_ffn, matched_gated_d_ff
 from course_lib.models.common import count_params, init_normal
 from course_lib.models.sizes import ParamCount, attention_params
 from course_lib.norms import make_norm
-from course_lib.positional import LearnedPositionalEmbedding, alibi_bias, rope_cos_sin, sinusoidal_encoding
-from course_lib.training import TrainConfig, Trainer, lm_loss
+from course_lib.positional import (LearnedPositionalEmbedding, RopeScaling, alibi_bias, rope_cos_sin,
+                                   sinusoidal_encoding)
+from course_lib.training import History, TrainConfig, Trainer, lm_loss
 
 POSITIONS = ("sinusoidal", "learned", "rope", "alibi", "none")
 PLACEMENTS = ("pre", "post")
@@ -58,7 +61,9 @@ class ExperimentConfig:
     size (None = 4·d_model); SwiGLU gets ``matched_gated_d_ff(d_ff)`` = 2/3 of it, so both FFNs
     have the same number of weights. The None defaults are resolved by the properties
     ``kv_heads`` and ``ffn_hidden`` (not in place), so ``dataclasses.replace(cfg, d_model=32)``
-    gives the defaults of the new size."""
+    gives the defaults of the new size. ``rope_scaling`` (a ``RopeScaling`` or its dict, as in
+    ``LlamaConfig``) stretches RoPE's angles; it adds no weights, so a trained model's state dict
+    loads into ``ExperimentLM(replace(cfg, rope_scaling=...))`` as it is."""
     vocab_size: int = 65
     max_positions: int = 64  # the context length, as in GPTConfig and LlamaConfig
     d_model: int = 64
@@ -73,6 +78,7 @@ class ExperimentConfig:
     dropout: float = 0.0
     bias: bool = False  # no biases anywhere (LLaMA-style): the parameter counts stay simple
     rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | dict | None = None  # position interpolation or NTK (lesson 02)
 
     def __post_init__(self):
         check_positive(self, "vocab_size", "max_positions", "d_model", "n_layers", "n_heads")
@@ -95,6 +101,14 @@ class ExperimentConfig:
             raise ConfigError(f"ExperimentConfig.d_model={self.d_model}: expected an even d_model for sinusoidal "
                               f"positions, which come in sin/cos pairs (e.g. d_model={self.d_model + self.n_heads}).")
         check_range(self, "rope_theta", 0, math.inf, low_inclusive=False, hint="e.g. rope_theta=10000.0")
+        if isinstance(self.rope_scaling, dict):
+            self.rope_scaling = RopeScaling(**self.rope_scaling)
+        if not (self.rope_scaling is None or isinstance(self.rope_scaling, RopeScaling)):
+            raise ConfigError(f"ExperimentConfig.rope_scaling={self.rope_scaling!r}: expected None, a RopeScaling or "
+                              f"its dict, e.g. rope_scaling={{'kind': 'ntk', 'factor': 4.0}}.")
+        if self.rope_scaling is not None and self.position != "rope":
+            raise ConfigError(f"ExperimentConfig.rope_scaling={self.rope_scaling}: only RoPE has angles to scale, "
+                              f"but position={self.position!r}; use position='rope' or rope_scaling=None.")
 
     @property
     def head_dim(self) -> int:
@@ -181,7 +195,8 @@ class ExperimentLM(nn.Module):
         if cfg.position == "rope":
             pos = torch.arange(T, device=device)  # (T,)
             angle_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-            cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, layout="half", dtype=angle_dtype)  # (T, D)
+            cos, sin = rope_cos_sin(pos, cfg.head_dim, cfg.rope_theta, layout="half", scaling=cfg.rope_scaling,
+                                    dtype=angle_dtype)  # (T, D)
             return {"rotary": (cos.to(dtype), sin.to(dtype))}
         if cfg.position == "alibi":
             return {"bias": alibi_bias(cfg.n_heads, T, T).to(device, dtype)}  # (H, T, T): -slope·distance
@@ -332,6 +347,7 @@ class ExperimentResult:
     tokens: int
     n_params: int
     non_embedding: int
+    history: History | None = None  # the Trainer's record: train loss per step, val loss per evaluation
 
     @property
     def seconds_per_step(self) -> float:
@@ -339,23 +355,43 @@ class ExperimentResult:
 
 
 def run_experiment(cfg: ExperimentConfig, train, val, steps: int, *, batch_size: int = 16, lr: float = 3e-3,
-                   warmup: int | None = None, eval_iters: int = 10, seed: int = 0,
+                   warmup: int | None = None, eval_iters: int = 10, eval_interval: int | None = None, seed: int = 0,
+                   init: nn.Module | dict | None = None,
                    device: str | torch.device | None = None) -> ExperimentResult:
     """Build ``ExperimentLM(cfg)`` with seed ``seed``, train it ``steps`` steps with the course
     Trainer (AdamW, warm-up + cosine to lr/10, clipping at 1.0) on windows of ``cfg.max_positions``
     tokens, and return its final validation loss and the wall time. Same seed = same initial
-    weights (for equal shapes) and the same training batches for every config."""
+    weights (for equal shapes) and the same training batches for every config.
+
+    ``init`` (a trained model or its state dict) starts from those weights instead: fine-tuning,
+    e.g. at a longer ``max_positions`` or with a ``rope_scaling``, neither of which changes the
+    weights' shapes. The model passed is copied, never changed. ``eval_interval`` (default:
+    ``steps``, i.e. once at the end) evaluates more often; ``result.history`` has every value."""
     check_positive_values("run_experiment", steps=steps, batch_size=batch_size, eval_iters=eval_iters)
+    if eval_interval is not None:
+        check_positive_values("run_experiment", eval_interval=eval_interval)
     torch.manual_seed(seed)
     model = ExperimentLM(cfg)
+    if init is not None:
+        state = init.state_dict() if isinstance(init, nn.Module) else init
+        mine = model.state_dict()
+        misfits = sorted(set(mine) ^ set(state)) + [
+            f"{k} {tuple(state[k].shape)} -> {tuple(v.shape)}"
+            for k, v in mine.items() if k in state and state[k].shape != v.shape]
+        if misfits:
+            raise ValueError(f"run_experiment: init does not fit ExperimentLM(cfg): {len(misfits)} weight tensor(s) "
+                             f"missing, extra or of another shape, e.g. {misfits[:2]}. Fine-tune with a config "
+                             f"that changes no weight shape from the one the init was trained with (only "
+                             f"max_positions with RoPE/ALiBi/NoPE, rope_scaling, rope_theta or dropout may differ).")
+        model.load_state_dict(state)  # copies the values into the new model's own tensors
     warmup = max(1, steps // 10) if warmup is None else warmup
     tcfg = TrainConfig(max_steps=steps, batch_size=batch_size, seq_len=cfg.max_positions, lr=lr, min_lr=lr / 10,
-                       warmup=warmup, eval_interval=steps, eval_iters=eval_iters, seed=seed, progress=False,
-                       device=None if device is None else str(device))
+                       warmup=warmup, eval_interval=eval_interval or steps, eval_iters=eval_iters, seed=seed,
+                       progress=False, device=None if device is None else str(device))
     trainer = Trainer(model, train, val, tcfg)
     start = time.perf_counter()
     history = trainer.train()
     seconds = time.perf_counter() - start
     model.eval()
     return ExperimentResult(cfg, model, history.val_loss[-1], seconds, steps, history.tokens,
-                            count_params(model), count_params(model, embeddings=False))
+                            count_params(model), count_params(model, embeddings=False), history)

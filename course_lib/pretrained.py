@@ -76,7 +76,7 @@ def validation_loss(model: torch.nn.Module, val_ids, window: int | None = None, 
     `window` tokens (default: the model's max_positions). Each token after the first is
     predicted once; the last partial window counts too."""
     ids = torch.as_tensor(np.asarray(val_ids, dtype=np.int64))
-    window = window or model.config.max_positions
+    window = window or model.config.max_positions  # (a model without .config needs window=)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -88,7 +88,8 @@ def validation_loss(model: torch.nn.Module, val_ids, window: int | None = None, 
         parts = [(torch.stack([ids[s:s + window] for s in full]), torch.stack([ids[s + 1:s + window + 1] for s in full]))] if full else []
         parts += [(ids[s:-1][None], ids[s + 1:][None]) for s in chunk if s + window + 1 > len(ids)]
         for x, y in parts:
-            logits = model(x.to(device)).logits.float()
+            out = model(x.to(device))
+            logits = getattr(out, "logits", out).float()  # course models return .logits; a plain tensor is fine too
             total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").item()
             count += y.numel()
     model.train(was_training)

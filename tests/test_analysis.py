@@ -3,9 +3,12 @@ import numpy as np
 import pytest
 import torch
 
+import torch.nn.functional as F
+
 from course_lib.analysis import (PATTERNS, HeadPatterns, PatternConfig, ablate_heads, attention_maps,
-                                 attention_modules, attention_rollout, head_ablation, pattern_sums,
-                                 previous_token_score, record_attention)
+                                 attention_modules, attention_rollout, head_ablation, last_occurrence, lens_scores,
+                                 logit_lens, pattern_sums, previous_token_score, record_attention, repeat_keys,
+                                 weight_on_keys)
 from course_lib.config import ConfigError
 from course_lib.models import GPT
 from course_lib.models.bert import Bert
@@ -236,3 +239,90 @@ def test_record_respects_a_positional_return_weights():
         y2 = attn(x, None, True)
     # asking for the weights takes the from-scratch path, so y equals the fused y2 to rounding
     assert torch.equal(w, maps[0]) and torch.allclose(y, y2, atol=1e-6) and len(maps) == 2
+
+
+# --------------------------------------------------------------------------- keys chosen by content
+def test_last_occurrence_against_a_loop():
+    ids = torch.randint(6, (3, 20), generator=torch.Generator().manual_seed(7))
+    for d in (0, 1, 2):
+        got = last_occurrence(ids, [1, 4], min_distance=d)
+        for b in range(3):
+            for i in range(20):
+                hits = [j for j in range(i - d + 1) if ids[b, j].item() in (1, 4)]
+                assert got[b, i].item() == (hits[-1] if hits else -1), (d, b, i)
+    with pytest.raises(ValueError, match="min_distance=-1"):
+        last_occurrence(ids, [1], min_distance=-1)
+    with pytest.raises(ValueError, match="batch, time"):
+        last_occurrence(ids[0], [1])
+
+
+def test_repeat_keys_and_a_perfect_induction_head():
+    assert repeat_keys(6, 3).tolist() == [-1, -1, -1, 1, 2, 3]  # x = a b c a b c: after "a" comes "b" (1)
+    T, period = 10, 4
+    keys = repeat_keys(T, period)
+    a = torch.zeros(1, 2, T, T)
+    a[0, 0] = torch.eye(T)  # head 0 attends to itself
+    for i in range(T):
+        a[0, 1, i, keys[i] if keys[i] >= 0 else 0] = 1.0  # head 1: the induction key
+    assert weight_on_keys(a, keys).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="period=10"):
+        repeat_keys(10, 10)
+
+
+def test_weight_on_keys_against_a_loop():
+    g = torch.Generator().manual_seed(8)
+    a = torch.softmax(torch.randn(2, 3, 9, 9, generator=g), -1)  # (B, H, T, T)
+    keys = torch.randint(-1, 9, (2, 9), generator=g)
+    got = weight_on_keys(a, keys)
+    for h in range(3):
+        ws = [a[b, h, q, keys[b, q]].item() for b in range(2) for q in range(9) if keys[b, q] >= 0]
+        assert got[h].item() == pytest.approx(float(np.mean(ws)), abs=1e-6)
+    with pytest.raises(ValueError, match="no query has a key"):
+        weight_on_keys(a, torch.full((2, 9), -1))
+
+
+# --------------------------------------------------------------------------- logit lens
+def test_logit_lens_by_hand_with_the_models_own_modules():
+    model = tiny_gpt()
+    ids = torch.randint(40, (2, 11), generator=torch.Generator().manual_seed(9))
+    lens = logit_lens(model, ids)
+    assert lens.shape == (4, 2, 11, 40)  # embeddings + 3 blocks
+    with torch.no_grad():
+        x = model.tok_emb(ids) + model.pos_emb(torch.arange(11))  # (B, T, C)
+        by_hand = [model.lm_head(model.final_norm(x))]
+        for block in model.blocks:
+            x = block(x, is_causal=True)
+            by_hand.append(model.lm_head(model.final_norm(x)))
+        real = model(ids).logits
+    err = max((a - b).abs().max().item() for a, b in zip(lens, by_hand))
+    print(f"lens vs by hand: max abs error {err:.1e}")
+    assert err < 1e-5
+    assert torch.equal(lens[-1], real)  # the last layer's lens is the model's own output
+    assert not torch.allclose(lens[1], real, atol=1e-2)  # earlier layers really are earlier
+
+
+def test_logit_lens_on_llama_ends_at_its_logits_and_restores_training_mode():
+    from course_lib.models.llama import Llama
+    torch.manual_seed(0)
+    model = Llama(vocab_size=30, max_positions=16, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2)
+    ids = torch.randint(30, (2, 7), generator=torch.Generator().manual_seed(1))
+    lens = logit_lens(model, ids)
+    assert model.training  # put back as it was
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(lens[-1], model(ids).logits)
+    with pytest.raises(ValueError, match="decoder-only"):
+        logit_lens(tiny_bert(), ids)
+
+
+def test_lens_scores_against_cross_entropy():
+    g = torch.Generator().manual_seed(10)
+    lens = torch.randn(3, 2, 5, 7, generator=g)
+    targets = torch.randint(7, (2, 5), generator=g)
+    loss, acc = lens_scores(lens, targets)
+    for l in range(3):
+        assert loss[l].item() == pytest.approx(F.cross_entropy(lens[l].flatten(0, 1), targets.flatten()).item(), abs=1e-6)
+        assert acc[l].item() == pytest.approx(sum(lens[l, b, t].argmax().item() == targets[b, t].item()
+                                                  for b in range(2) for t in range(5)) / 10)
+    with pytest.raises(ValueError, match="must be"):
+        lens_scores(lens, targets[:, :4])

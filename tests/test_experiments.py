@@ -1,6 +1,7 @@
 """course_lib.experiments against independent references: a from-scratch forward pass written
 with torch.nn.functional (scaled_dot_product_attention, layer_norm, rms_norm) and Hugging Face's
-Llama RoPE, brute-force loss computations, numpy.polyfit and the published Chinchilla numbers."""
+Llama RoPE and its RoPE-scaling init functions, brute-force loss computations, numpy.polyfit and
+the published Chinchilla numbers."""
 import math
 from dataclasses import replace
 
@@ -8,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import LlamaConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from course_lib.config import ConfigError
 from course_lib.models.common import count_params
+from course_lib.positional import RopeScaling
 from course_lib.experiments import (POSITIONS, ExperimentConfig, ExperimentLM, LengthError, PowerLaw,
                                     compute_optimal, eval_at_length, experiment_params, fit_power_law,
                                     loss_by_position, run_experiment, training_flops)
@@ -57,7 +61,12 @@ def reference_attention(block, h, cfg: ExperimentConfig):
     k = F.linear(h, a.k_proj.weight, a.k_proj.bias).view(B, T, Hkv, D).transpose(1, 2)
     v = F.linear(h, a.v_proj.weight, a.v_proj.bias).view(B, T, Hkv, D).transpose(1, 2)
     if cfg.position == "rope":  # Hugging Face Llama's rotation, angles computed here
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D))
+        theta, stretch = cfg.rope_theta, 1.0
+        if cfg.rope_scaling is not None and cfg.rope_scaling.kind == "ntk":  # a larger base (bloc97 2023)
+            theta = theta * cfg.rope_scaling.factor ** (D / (D - 2))
+        if cfg.rope_scaling is not None and cfg.rope_scaling.kind == "linear":  # positions m / s (Chen et al. 2023)
+            stretch = cfg.rope_scaling.factor
+        inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float64) / D)) / stretch
         freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq  # (T, D/2)
         emb = torch.cat([freqs, freqs], -1)[None]  # (1, T, D)
         q, k = apply_rotary_pos_emb(q, k, emb.cos(), emb.sin())
@@ -109,10 +118,16 @@ VARIANTS = [dict(position=p) for p in POSITIONS] + [
     dict(position="none", norm_placement="post", norm="rmsnorm", bias=True),
     dict(position="sinusoidal", ffn="swiglu", bias=True, n_kv_heads=2),
     dict(position="learned", norm="rmsnorm", n_kv_heads=1, ffn="swiglu"),
+    dict(position="rope", rope_scaling={"kind": "linear", "factor": 4.0}),
+    dict(position="rope", n_kv_heads=2, rope_scaling={"kind": "ntk", "factor": 4.0}),
 ]
 
 
-@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def variant_id(kw) -> str:
+    return "-".join(f"{v['kind']}{v['factor']:g}" if isinstance(v, dict) else f"{v}" for v in kw.values())
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=variant_id)
 def test_forward_equals_an_independent_computation(kw):
     model = make(**kw)
     lengths = [5, 8] + ([20] if kw["position"] != "learned" else [])  # 20 > the trained context of 8
@@ -123,7 +138,11 @@ def test_forward_equals_an_independent_computation(kw):
         assert err < 1e-10, (kw, T, err)
 
 
-@pytest.mark.parametrize("kw", VARIANTS, ids=lambda kw: "-".join(f"{v}" for v in kw.values()))
+def variant_id(kw) -> str:
+    return "-".join(f"{v['kind']}{v['factor']:g}" if isinstance(v, dict) else f"{v}" for v in kw.values())
+
+
+@pytest.mark.parametrize("kw", VARIANTS, ids=variant_id)
 def test_causal_for_every_variant(kw):
     model = make(**kw)
     T = 8 if kw["position"] == "learned" else 24
@@ -156,6 +175,73 @@ def test_learned_positions_refuse_longer_inputs():
     with pytest.raises(LengthError, match="no embedding for position >= 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
     assert issubclass(LengthError, ValueError)
+
+
+# ------------------------------------------------------------------ RoPE scaling
+def rope_cfg(**kw) -> ExperimentConfig:
+    return ExperimentConfig(**{**dict(vocab_size=V, max_positions=8, d_model=16, n_heads=4, position="rope"), **kw})
+
+
+@pytest.mark.parametrize("kind", ["linear", "ntk"])
+def test_rope_scaling_at_factor_one_changes_nothing(kind):
+    model = make(position="rope")
+    same = ExperimentLM(replace(model.config, rope_scaling=RopeScaling(kind, 1.0))).double().eval()
+    same.load_state_dict(model.state_dict())
+    ids = torch.randint(0, V, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(same(ids), model(ids))
+
+
+def test_a_scaled_model_loads_the_trained_state_dict():
+    model = make(position="rope")
+    for scaling in ({"kind": "linear", "factor": 4.0}, RopeScaling("ntk", 4.0)):
+        scaled = ExperimentLM(replace(model.config, rope_scaling=scaling)).double().eval()
+        assert isinstance(scaled.config.rope_scaling, RopeScaling)  # the dict became a RopeScaling
+        assert scaled.load_state_dict(model.state_dict()) is not None  # strict: no missing or unexpected key
+        assert all(torch.equal(a, b) for a, b in zip(scaled.state_dict().values(), model.state_dict().values()))
+        assert experiment_params(scaled.config) == experiment_params(model.config)  # no weights added
+        ids = torch.randint(0, V, (2, 20), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            first, rest = (scaled(ids) - model(ids)).abs().amax(-1)[0].split([1, 19])
+        assert first.item() == 0.0 and rest.min().item() > 1e-6  # position 0 has no angle; the rest change
+
+
+@pytest.mark.parametrize("s", [2, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_scaling_at_s_on_positions_s_m_is_no_scaling_at_m(s, dtype):
+    """Position interpolation: position s·m of the stretched model rotates exactly like position m of
+    the trained one (bit for bit: s is a power of two, so m·θ = (s·m)·(θ/s) has no rounding)."""
+    plain = ExperimentLM(rope_cfg())
+    linear = ExperimentLM(rope_cfg(rope_scaling=RopeScaling("linear", float(s))))
+    T = 40
+    cos, sin = plain.position_inputs(T, torch.device("cpu"), dtype)["rotary"]  # (T, D) each
+    cos_s, sin_s = linear.position_inputs(s * T, torch.device("cpu"), dtype)["rotary"]  # (s·T, D) each
+    assert torch.equal(cos_s[::s], cos) and torch.equal(sin_s[::s], sin)
+    assert not torch.allclose(cos_s[1::s], cos)  # the positions in between are new angles
+
+
+@pytest.mark.parametrize("kind,hf_type,hf_factor,seq_len", [
+    ("linear", "linear", 4.0, None), ("linear", "linear", 2.5, None),
+    # HF's dynamic NTK at seq_len L raises the base by (f·L/M − (f − 1))^(D/(D−2)): our static factor
+    ("ntk", "dynamic", 4.0, 32), ("ntk", "dynamic", 1.0, 32), ("ntk", "dynamic", 2.0, 20)])
+def test_scaled_rope_angles_equal_transformers_init_functions(kind, hf_type, hf_factor, seq_len):
+    M, D, H = 8, 16, 4
+    hf_cfg = LlamaConfig(hidden_size=D * H, num_attention_heads=H, max_position_embeddings=M,
+                         rope_parameters={"rope_type": hf_type, "rope_theta": 10000.0, "factor": hf_factor})
+    inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[hf_type](hf_cfg, "cpu", seq_len)  # (D/2,)
+    assert attention_factor == 1.0
+    factor = hf_factor if kind == "linear" else hf_factor * seq_len / M - (hf_factor - 1)
+    model = ExperimentLM(rope_cfg(max_positions=M, d_model=D * H, rope_scaling=RopeScaling(kind, factor)))
+    T = 50
+    freqs = torch.arange(T, dtype=torch.float32)[:, None] * inv_freq  # (T, D/2)
+    emb = torch.cat([freqs, freqs], -1)  # (T, D)
+    cos, sin = model.position_inputs(T, torch.device("cpu"))["rotary"]  # (T, D) each
+    err = max((cos - emb.cos()).abs().max().item(), (sin - emb.sin()).abs().max().item())
+    print(f"{kind} x{factor:g} vs transformers {hf_type}: max abs error {err:.1e}")
+    assert err <= 1e-6
+    if factor > 1:  # and the scaling did something
+        plain = ExperimentLM(rope_cfg(max_positions=M, d_model=D * H))
+        assert not torch.allclose(cos, plain.position_inputs(T, torch.device("cpu"))["rotary"][0])
 
 
 # ------------------------------------------------------------------ parameter counts
@@ -217,6 +303,17 @@ def test_gqa_and_mqa_shrink_only_k_and_v():
                                                    r"RoPE.*\(got 3\); e.g. d_model=16"),
     (dict(d_model=15, n_heads=3, position="sinusoidal"), r"ExperimentConfig.d_model=15: expected an even d_model .*"
                                                          r"sin/cos pairs \(e.g. d_model=18\)"),
+    # RoPE scaling: only for RoPE, and a valid RopeScaling
+    (dict(position="learned", rope_scaling={"kind": "linear", "factor": 2.0}),
+     r"ExperimentConfig.rope_scaling=RopeScaling\(kind='linear', factor=2.0\): only RoPE has angles to scale, "
+     r"but position='learned'; use position='rope' or rope_scaling=None"),
+    (dict(position="alibi", rope_scaling=RopeScaling("ntk", 4.0)),
+     "only RoPE has angles to scale, but position='alibi'"),
+    (dict(position="rope", rope_scaling=4.0), r"ExperimentConfig.rope_scaling=4.0: expected None, a RopeScaling or "
+                                              r"its dict, e.g. rope_scaling=\{'kind': 'ntk', 'factor': 4.0\}"),
+    (dict(position="rope", rope_scaling={"kind": "yarn", "factor": 4.0}), r"RopeScaling.kind='yarn': expected one of"),
+    (dict(position="rope", rope_scaling={"kind": "linear", "factor": 0.5}),
+     r"RopeScaling.factor=0.5: expected a number >= 1"),
 ])
 def test_bad_configs_say_what_to_fix(bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -357,3 +454,30 @@ def test_run_experiment_is_reproducible():
         run_experiment(cfg, data[:1500], data[1500:], 0)
     with pytest.raises(ConfigError, match="run_experiment: batch_size=0: expected a positive integer"):
         run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=0)
+
+
+def test_run_experiment_fine_tunes_from_init():
+    data = np.random.default_rng(0).integers(0, V, 2000).astype(np.uint16)
+    cfg = ExperimentConfig(vocab_size=V, max_positions=8, d_model=16, n_layers=1, n_heads=2, position="rope")
+    base = run_experiment(cfg, data[:1500], data[1500:], 4, batch_size=4, eval_iters=2, eval_interval=2, device="cpu")
+    assert base.history.eval_steps == [2, 4] and base.history.val_loss[-1] == base.val_loss
+    before = {k: v.clone() for k, v in base.model.state_dict().items()}
+    longer = replace(cfg, max_positions=16, rope_scaling={"kind": "linear", "factor": 2.0})
+    # a learning rate so small that the weights stay where init put them (Adam moves each by ~lr)
+    ft = run_experiment(longer, data[:1500], data[1500:], 1, batch_size=4, lr=1e-9, eval_iters=2, seed=5,
+                        init=base.model, device="cpu")
+    fresh = run_experiment(longer, data[:1500], data[1500:], 1, batch_size=4, lr=1e-9, eval_iters=2, seed=5,
+                           device="cpu")
+    for k, v in base.model.state_dict().items():
+        assert torch.equal(v, before[k])  # the init model itself is not changed
+        assert torch.allclose(ft.model.state_dict()[k], v, atol=1e-6), k
+    assert not torch.allclose(fresh.model.tok_emb.weight, base.model.tok_emb.weight, atol=1e-3)
+    assert ft.model.config.rope_scaling == RopeScaling("linear", 2.0) and ft.tokens == 4 * 16
+    from_dict = run_experiment(longer, data[:1500], data[1500:], 1, batch_size=4, lr=1e-9, eval_iters=2, seed=5,
+                               init=base.model.state_dict(), device="cpu")
+    assert from_dict.val_loss == ft.val_loss
+    with pytest.raises(ValueError, match=r"run_experiment: init does not fit ExperimentLM.*Fine-tune with a config "
+                                         r"that changes no weight shape"):
+        run_experiment(replace(cfg, d_model=32), data[:1500], data[1500:], 1, init=base.model, device="cpu")
+    with pytest.raises(ConfigError, match="run_experiment: eval_interval=0: expected a positive integer"):
+        run_experiment(cfg, data[:1500], data[1500:], 4, eval_interval=0)

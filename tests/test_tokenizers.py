@@ -1,5 +1,7 @@
 """Tokenizers against independent references: a slow full-recount BPE trainer, Hugging Face
-`tokenizers` trained on the same text, and the real all-MiniLM-L6-v2 BertTokenizerFast."""
+`tokenizers` trained on the same text, the real all-MiniLM-L6-v2 BertTokenizerFast, and for the
+Unigram tokenizer HF's Unigram model (same pieces and scores) plus a brute-force search over all
+segmentations."""
 import random
 from collections import Counter
 
@@ -7,8 +9,8 @@ import pytest
 import regex
 
 from course_lib.data import shakespeare_text
-from course_lib.tokenizers import (GPT2_SPLIT, ByteBPETokenizer, CharTokenizer, WordPieceTokenizer,
-                                   merge_pair, minilm_vocab_path)
+from course_lib.tokenizers import (GPT2_SPLIT, SPACE, ByteBPETokenizer, CharTokenizer, UnigramTokenizer,
+                                   WordPieceTokenizer, byte_piece, merge_pair, minilm_vocab_path)
 
 SAMPLES = ["Hello, World! It's 3.14159 o'clock.", "Café déjà vu — naïve résumé", "你好，世界！",
            "emoji 🎉 and tabs\tand\nnewlines", "hyphen-ated_words and https://x.org/a?b=c",
@@ -180,3 +182,135 @@ def test_wordpiece_equals_the_real_minilm_tokenizer(minilm):
 def test_wordpiece_rejects_a_non_bert_vocab():
     with pytest.raises(ValueError, match="no '\\[CLS\\]' token"):
         WordPieceTokenizer(["a", "b"])
+
+
+# --------------------------------------------------------------------------- Unigram (SentencePiece)
+BYTES = [(byte_piece(b), 0.0) for b in range(256)]
+
+
+def hf_unigram(pieces, unk_id=0, byte_fallback=False):
+    """HF `tokenizers`' own Unigram model with the same pieces and scores, set up as SentencePiece runs:
+    dummy prefix and spaces as '▁' (normalizer), no pre-tokenizer, so Viterbi sees the whole text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    tok = Tokenizer(models.Unigram([tuple(p) for p in pieces], unk_id, byte_fallback))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend(SPACE), normalizers.Replace(" ", SPACE)])
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    return tok
+
+
+def random_vocab(rng, alphabet, n_pieces):
+    """<unk>, most single characters (some left out: they become unknown), random multi-character pieces."""
+    pieces, alphabet = {"<unk>": 0.0}, alphabet.replace(" ", SPACE)  # pieces spell a space as '▁'
+    for c in alphabet:
+        if rng.random() < 0.8:
+            pieces[c] = -rng.uniform(2, 12)
+    while len(pieces) < n_pieces:
+        pieces.setdefault("".join(rng.choice(alphabet) for _ in range(rng.randint(2, 6))), -rng.uniform(2, 14))
+    return list(pieces.items())
+
+
+@pytest.mark.parametrize("byte_fallback", [False, True])
+def test_unigram_viterbi_equals_hugging_face_on_random_vocabularies(byte_fallback):
+    rng = random.Random(1 if byte_fallback else 0)
+    for case in range(150):
+        alphabet = rng.choice(["ab ", "abc ", "abé ", "xyz \n", "ab" + SPACE + " "])
+        vocab = random_vocab(rng, alphabet, rng.randint(3, 40)) + (BYTES if byte_fallback else [])
+        ours, hf = UnigramTokenizer(vocab, 0, byte_fallback), hf_unigram(vocab, 0, byte_fallback)
+        for _ in range(10):  # with unknown characters too: an emoji, and the characters left out above
+            text = "".join(rng.choice(alphabet + "q🎉") for _ in range(rng.randint(0, 40)))
+            assert ours.encode(text) == hf.encode(text).ids, (case, vocab, text)
+            if SPACE not in text and (byte_fallback or ours.unk_id not in ours.encode(text)):
+                assert ours.decode(ours.encode(text)) == text  # lossless (a '▁' in the text would come back as ' ')
+                if SPACE in ours.normal:  # HF's decoder leaves a '▁' spelled in bytes as '▁'; ours reads it as ' '
+                    assert hf.decode(hf.encode(text).ids) == text
+
+
+def all_segmentations(text, tok):
+    """Every way to cut `text` into pieces, an unknown single character allowed only where no piece is
+    that character: (log-prob, pieces). Exponential: for short texts only."""
+    if not text:
+        return [(0.0, [])]
+    out = []
+    for j in range(1, len(text) + 1):
+        head = text[:j]
+        if head in tok.normal:
+            score = tok.normal[head][1]
+        elif j == 1:
+            score = tok.unk_score
+        else:
+            continue
+        out += [(score + s, [head] + rest) for s, rest in all_segmentations(text[j:], tok)]
+    return out
+
+
+def test_unigram_viterbi_is_the_best_of_all_segmentations():
+    rng = random.Random(2)
+    for _ in range(300):
+        tok = UnigramTokenizer(random_vocab(rng, "abc", rng.randint(4, 25)))
+        text = "".join(rng.choice("abcd") for _ in range(rng.randint(1, 12)))
+        best = max(s for s, _ in all_segmentations(text, tok))
+        assert tok.score(text) == pytest.approx(best, abs=1e-9), text
+        spans = tok.viterbi(text)
+        assert "".join(text[i:j] for i, j, _ in spans) == text  # the spans tile the text
+
+
+@pytest.fixture(scope="module")
+def trained_unigram():
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    text = shakespeare_text(160_000)
+    hf = Tokenizer(models.Unigram())
+    hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="always", split=True)
+    hf.train_from_iterator([text[:100_000]], trainers.UnigramTrainer(
+        vocab_size=400, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False))
+    return hf, text[100_000:]
+
+
+def test_unigram_trained_on_the_corpus_equals_hugging_face(trained_unigram):
+    trained, held_out = trained_unigram
+    ours = UnigramTokenizer.from_hf(trained)
+    assert ours.vocab_size == trained.get_vocab_size() == 400
+    hf = hf_unigram(ours.pieces, ours.unk_id)
+    lines = [l for l in held_out.splitlines() if l]
+    words = sorted(set(held_out.split()))
+    assert len(lines) > 1000 and len(words) > 2000
+    for s in lines + words + SAMPLES[:-2]:  # held-out lines and words; accents, CJK, emoji -> <unk>
+        assert ours.encode(s) == hf.encode(s).ids, s
+        if not s.startswith(" "):  # HF's Metaspace adds no dummy prefix where the text starts with a space
+            assert ours.encode(s) == trained.encode(s).ids, s
+    assert ours.encode(held_out) == hf.encode(held_out).ids  # the whole text in one Viterbi pass
+    assert ours.decode(ours.encode(held_out)) == held_out  # every character was seen in training: lossless
+
+
+def test_unigram_byte_fallback_spells_unknown_characters_in_utf8_bytes():
+    vocab = [("<unk>", 0.0), (SPACE, -2.0), ("a", -3.0), ("b", -3.0), (SPACE + "ab", -4.0)]
+    plain, fallback = UnigramTokenizer(vocab), UnigramTokenizer(vocab + BYTES, byte_fallback=True)
+    text = "ab 🎉é ab"
+    assert plain.tokenize(text) == [SPACE + "ab", SPACE, "<unk>", SPACE + "ab"]  # the run 🎉é fused into one
+    assert fallback.tokenize(text) == ([SPACE + "ab", SPACE] + [byte_piece(b) for b in "🎉é".encode()]
+                                       + [SPACE + "ab"])
+    assert fallback.decode(fallback.encode(text)) == text and plain.decode(plain.encode(text)) == "ab <unk> ab"
+    assert plain.encode("") == fallback.encode("") == [] and plain.decode([]) == ""
+
+
+@pytest.mark.parametrize("args,message", [
+    (([],), "vocabulary is empty"),
+    (([("<unk>", 0.0), ("a", -1.0)], 5), "unk_id=5 is not an index"),
+    (([("<unk>", 0.0), ("a", -1.0), ("a", -2.0)],), "'a' occurs twice"),
+    (([("<unk>", 0.0), ("a", float("nan"))],), "finite score"),
+    (([("<unk>", 0.0), ("", -1.0)],), "non-empty string"),
+    (([("<unk>", 0.0), ("a", -1.0)], 0, True), "needs the 256 pieces"),
+    ((["<unk>", "abc"],), "a \\(piece, log-probability\\) pair"),
+    (([("<unk>", 0.0), ("a", "likely")],), "a \\(piece, log-probability\\) pair"),
+])
+def test_unigram_rejects_bad_vocabularies_with_a_clear_message(args, message):
+    with pytest.raises(ValueError, match=message):
+        UnigramTokenizer(*args)
+
+
+def test_unigram_from_hf_rejects_other_models():
+    from tokenizers import Tokenizer, models
+    with pytest.raises(ValueError, match="not 'Unigram'"):
+        UnigramTokenizer.from_hf(Tokenizer(models.BPE()))
+    with pytest.raises(ValueError, match="no unknown piece"):
+        UnigramTokenizer.from_hf(Tokenizer(models.Unigram([("a", -1.0)], None, False)))

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from course_lib import get_device, seed_everything
 from course_lib.attention import (MultiHeadAttention, attention_weights, causal_mask, padding_mask,
                                   scaled_dot_product_attention, softmax)
+from course_lib.device import single_thread
 from course_lib.kernels import from_scratch
 from course_lib.viz import plot_attention, plot_mask
 
@@ -282,11 +283,160 @@ from course_lib.widgets import attention_explorer
 attention_explorer()
 
 # %% [markdown]
+# ## 8. Why attention? Path length and parallelism
+# Before 2017, sequence models mixed tokens with a **recurrent** network (an RNN such as the
+# GRU: one step per token, each step reading the previous step's state) or a **convolution**
+# (each layer mixes the k neighbouring positions). Vaswani et al. compare the three layer types
+# in their Table 1 on three counts, for a sequence of n tokens of width d and kernel size k:
+#
+# * **work per layer**: attention compares every pair of tokens, n²·d; a recurrent layer applies
+#   a d × d matrix to each of the n tokens, n·d²; a convolution applies k of them, k·n·d²;
+# * **sequential operations**: how many steps must wait for the previous one. An RNN cannot
+#   compute token t before token t − 1 (n steps); attention and a convolution handle all
+#   positions at once (1 step per layer);
+# * **maximum path length**: how many layers or steps a signal crosses from one token to a
+#   token far away. Attention connects any two tokens directly (1); an RNN carries a token
+#   through up to n steps; a stack of convolutions needs about n/k layers (contiguous kernels)
+#   or log_k n layers (dilated kernels, whose gaps grow ×k per layer) to span n tokens.
+#
+# Short paths matter because a gradient (and any information) weakens with each step it crosses.
+# The table, computed for concrete sizes (the leading terms, as in Table 1):
+
+# %%
+def layer_costs(n, d, k):
+    """Table 1 of Vaswani et al. for concrete n, d, k: (work per layer, sequential ops, max path length)."""
+    return {"self-attention": (n * n * d, 1, 1),
+            "recurrent (RNN)": (n * d * d, n, n),
+            "convolution, contiguous": (k * n * d * d, 1, math.ceil((n - 1) / (k - 1))),
+            "convolution, dilated": (k * n * d * d, 1, math.ceil(math.log(n, k)))}
+
+
+d_model, kernel = 512, 3
+for n_tok in (128, 4096):
+    print(f"n = {n_tok}, d = {d_model}, k = {kernel}")
+    print(f"  {'layer':<24} {'work per layer':>15} {'sequential ops':>15} {'max path length':>16}")
+    for name, (work, seq, path) in layer_costs(n_tok, d_model, kernel).items():
+        print(f"  {name:<24} {work:>15,} {seq:>15,} {path:>16,}")
+
+# %% [markdown]
+# Attention costs less work than a recurrent layer while n < d (128 tokens at width 512) and
+# more once n > d (4096 tokens), the n² that lesson 05 fights. But it needs only one
+# sequential step and one hop between any two tokens. Now measure both claims on real layers
+# of width 32 with random weights: one causal attention layer, a GRU
+# (`nn.GRU`), and a stack of 4 causal convolutions with k = 3, contiguous and dilated
+# (dilations 1, 3, 9, 27).
+#
+# **Path length.** Take the output at the last of 64 positions and ask how strongly it depends
+# on the input j positions earlier: the gradient norm ‖∂y₆₃/∂x₆₃₋ⱼ‖. It is exactly zero where
+# no path exists.
+
+# %% tolerance={"rel": 0.05, "abs": 1e-12}
+class CausalConvStack(nn.Module):
+    """n_layers causal 1-d convolutions of kernel k (ReLU between); dilation k**i in layer i if dilated."""
+
+    def __init__(self, C, n_layers, k=3, dilated=False):
+        super().__init__()
+        self.k = k
+        self.convs = nn.ModuleList(nn.Conv1d(C, C, k, dilation=k ** i if dilated else 1) for i in range(n_layers))
+
+    def forward(self, x):  # x (B, T, C)
+        h = x.transpose(1, 2)  # (B, C, T): Conv1d wants channels first
+        for conv in self.convs:
+            h = torch.relu(conv(F.pad(h, ((self.k - 1) * conv.dilation[0], 0))))  # pad on the left only: causal
+        return h.transpose(1, 2)  # (B, T, C)
+
+
+seed_everything(4)
+C_why, T_why = 32, 64
+attn_layer = MultiHeadAttention(C_why, 4)
+gru = nn.GRU(C_why, C_why, batch_first=True)
+layers = {"attention, 1 layer": lambda t: attn_layer(t, is_causal=True),
+          "GRU": lambda t: gru(t)[0],  # nn.GRU returns (outputs, last state)
+          "conv k=3, 4 layers": CausalConvStack(C_why, 4),
+          "dilated conv k=3, 4 layers": CausalConvStack(C_why, 4, dilated=True)}
+x_why = torch.randn(1, T_why, C_why, requires_grad=True)  # (B, T, C)
+dependence = {}
+with single_thread():
+    for name, layer in layers.items():
+        (grad_x,) = torch.autograd.grad(layer(x_why)[0, -1].sum(), x_why)  # (1, T, C)
+        dependence[name] = grad_x[0].norm(dim=-1).flip(0)  # (T,): entry j = distance j back
+print(f"{'':<27} {'positions reached':>17}   ‖∂y₆₃/∂x₆₃₋ⱼ‖ at j = 1, 8, 32, 63")
+for name, dep in dependence.items():
+    print(f"{name:<27} {int((dep > 0).sum()):>10} of {T_why}   "
+          + "  ".join(f"{dep[j].item():.1e}" for j in (1, 8, 32, 63)))
+
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+for name, dep in dependence.items():
+    ax.semilogy(range(T_why), dep.clamp_min(1e-20), label=name)
+ax.set_xlabel("distance j back from the last position")
+ax.set_ylabel("‖∂y_last / ∂x_(last−j)‖")
+ax.set_ylim(1e-20, 10)
+ax.legend(fontsize=8)
+ax.set_title("how much the last output depends on each earlier input (random weights)")
+plt.show()
+
+# %% [markdown]
+# The counts are exact. Four contiguous convolutions of kernel 3 see 1 + 4·2 = 9 positions and
+# nothing older (gradient exactly 0, drawn at the bottom of the plot); dilated ones see
+# 1 + 2·(1 + 3 + 9 + 27) = 81 ≥ 64, all of them. The GRU reaches every position, but its
+# dependence shrinks by orders of magnitude with distance: the gradient is multiplied by one
+# step's Jacobian for every token it crosses, and at initialisation those factors are below 1.
+# (Training with gates can keep some of it alive; the path is still 63 steps long.) The one
+# attention layer depends on the token 63 positions back with the same order of magnitude as
+# on its neighbour: every token is one hop away.
+#
+# **Parallelism.** Time one forward pass of each layer on one thread as n grows (the median of
+# 5 runs; your times will differ, the shape of the curves should not):
+
+# %%
+import time  # noqa: E402
+
+lengths = (64, 256, 1024, 2048)
+times_ms = {name: [] for name in layers}
+with torch.no_grad(), single_thread():
+    for n_tok in lengths:
+        x_n = torch.randn(1, n_tok, C_why)  # (B, T, C)
+        for name, layer in layers.items():
+            layer(x_n)  # warm-up
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                layer(x_n)
+                runs.append((time.perf_counter() - t0) * 1e3)
+            times_ms[name].append(sorted(runs)[2])
+for name, ts in times_ms.items():
+    print(f"{name:<27} " + "  ".join(f"n={n_tok}: {t:.2f} ms" for n_tok, t in zip(lengths, ts)))
+i_1k = lengths.index(1024)
+print(f"at n = 1024 the GRU is slower ×{times_ms['GRU'][i_1k] / times_ms['attention, 1 layer'][i_1k]:.1f} "
+      f"than attention")
+
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+for name, ts in times_ms.items():
+    ax.loglog(lengths, ts, "o-", label=name)
+ax.set_xlabel("sequence length n")
+ax.set_ylabel("forward time, one thread (ms)")
+ax.legend(fontsize=8)
+ax.set_title("one forward pass, width 32")
+plt.show()
+
+# %% [markdown]
+# The GRU's time grows roughly in proportion to n because it runs n small steps one after another; on a
+# GPU with thousands of cores those steps still wait for each other. Attention and the
+# convolutions do each layer as a few large matrix products over all positions at once, the
+# kind of work a GPU (or the CPU's vector units) runs in parallel. Attention's n² work shows at
+# the long end: its curve bends upwards, steeper than the others. The trade the transformer made
+# is visible in the two measurements: more work per layer in exchange for one step and one hop
+# between any two tokens.
+
+# %% [markdown]
 # ## Summary
 # * Attention = softmax(Q Kᵀ / √d_k) V: a similarity-weighted blend of values.
 # * The √d_k keeps score variance at 1, so softmax neither saturates nor starves gradients.
 # * Masks are booleans (True = may attend) applied as −∞ *before* softmax.
 # * Multi-head attention is bookkeeping around the same function: view → transpose → attend
 #   → transpose → reshape → `o_proj`.
+# * Why attention (Table 1): one sequential step and a path of length 1 between any two tokens,
+#   for n²·d work per layer; an RNN needs n steps and its dependence fades with distance, a
+#   convolution stack sees only its receptive field.
 #
 # **Next:** `exercises/01_attention.ipynb`.

@@ -35,7 +35,8 @@ if importlib.util.find_spec("course_lib") is None:
 # their derivatives look like; why *gated* FFNs (SwiGLU, GeGLU) replaced the plain one, with
 # the parameter arithmetic behind LLaMA's odd hidden size 11008; what LayerNorm and RMSNorm
 # normalise; and — measured live — why moving the norm *before* each sub-layer (pre-LN) lets
-# a deep stack train without warm-up while the original post-LN does not.
+# a deep stack train without warm-up while the original post-LN does not; and what a deep
+# stack does when its residual connections are taken out.
 #
 # **Then** do `exercises/03_ffn_and_norms.ipynb`: GELU, LayerNorm, RMSNorm, a SwiGLU FFN and
 # a pre-LN block, each graded by a check.
@@ -43,7 +44,8 @@ if importlib.util.find_spec("course_lib") is None:
 # Papers: Vaswani et al. 2017 (§3.3 FFN, §5.4 residual + norm); Hendrycks & Gimpel 2016
 # (GELU); Shazeer 2020, *GLU Variants Improve Transformer*; Ba et al. 2016 (LayerNorm);
 # Zhang & Sennrich 2019 (RMSNorm); Xiong et al. 2020, *On Layer Normalization in the
-# Transformer Architecture*.
+# Transformer Architecture*; He et al. 2016 (residual connections); Dong et al. 2021, *Attention
+# is not all you need: pure attention loses rank doubly exponentially with depth*.
 
 # %%
 import matplotlib.pyplot as plt
@@ -551,6 +553,127 @@ print(f"Without warm-up, pre-LN ends at loss {final['pre-LN, no warm-up']:.3f} w
 # uses it. (Post-LN, when it *does* train, often ends slightly better; several papers —
 # e.g. DeepNet — rescale the residual to keep that while staying stable.)
 #
+# ## 7. Take the residuals out
+# Every wiring above keeps the **residual connection** x + Sublayer(…) (He et al. 2016 for
+# convolutional nets; §5.4 of the 2017 paper). What does it buy? Below, the same pre-LN stack
+# on the reversal task with two switches: `residual=False` replaces x ← x + f(Norm(x)) by
+# x ← f(Norm(x)), and `norm=False` drops every norm. First at initialisation, as the stack
+# deepens: the gradient norm reaching the **first** layer's FFN output matrix, and how alike
+# the T = 12 positions' vectors are when they reach the top (the mean cosine similarity over
+# all pairs of different positions; 1 means every position carries the same vector).
+
+# %% tolerance={"rel": 0.02, "abs": 0.002}
+class SwitchableStack(nn.Module):
+    """TinyTransformer's pre-LN stack with switches: residual=False computes x <- f(norm(x)) instead of
+    x <- x + f(norm(x)) in every sub-layer; norm=False leaves every norm out."""
+
+    def __init__(self, n_layers, residual=True, norm=True):
+        super().__init__()
+        self.residual, self.norm = residual, norm
+        self.tok_emb, self.pos_emb = nn.Embedding(V, D_MODEL), nn.Embedding(T_TASK, D_MODEL)
+        self.blocks = nn.ModuleList(transformer_block(D_MODEL, N_HEADS, 4 * D_MODEL) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(D_MODEL) if norm else nn.Identity()
+        self.head = nn.Linear(D_MODEL, V)
+
+    def forward(self, idx):  # idx (B, T)
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.size(1), device=idx.device))  # (B, T, C)
+        for block in self.blocks:
+            for norm, f in ((block.attn_norm, block.attn), (block.ffn_norm, block.ffn)):
+                h = f(norm(x) if self.norm else x)  # (B, T, C)
+                x = x + h if self.residual else h
+        self.top = x.detach()  # (B, T, C): kept to measure how alike the positions are
+        return self.head(self.final_norm(x))  # (B, T, V)
+
+
+def position_similarity(h):
+    """Mean cosine similarity between the vectors of different positions; h (B, T, C)."""
+    z = F.normalize(h, dim=-1)  # (B, T, C)
+    sim = z @ z.transpose(1, 2)  # (B, T, T)
+    off_diagonal = ~torch.eye(h.size(1), dtype=torch.bool, device=h.device)  # (T, T)
+    return sim[:, off_diagonal].mean().item()
+
+
+VARIANTS = {"residual + norm (pre-LN)": dict(), "no residual": dict(residual=False),
+            "no residual, no norm": dict(residual=False, norm=False)}
+xt, yt = reverse_task(32, T_TASK, V, torch.Generator().manual_seed(1))
+print(f"{'layers':>6}  " + "  ".join(f"{name:>30}" for name in VARIANTS))
+print(f"{'':>6}  " + "  ".join(f"{'grad layer 1':>14} {'similarity':>15}" for _ in VARIANTS))
+with single_thread():
+    for L in (1, 2, 4, 8, 16):
+        row = []
+        for kw in VARIANTS.values():
+            torch.manual_seed(0)
+            model = SwitchableStack(L, **kw).to(device)
+            logits = model(xt.to(device))  # (B, T, V)
+            F.cross_entropy(logits.flatten(0, 1), yt.to(device).flatten()).backward()  # (B*T, V) vs (B*T,)
+            grad_1 = model.blocks[0].ffn.down_proj.weight.grad.norm().item()
+            row.append(f"{grad_1:>14.1e} {position_similarity(model.top):>15.3f}")
+        print(f"{L:>6}  " + "  ".join(row))
+
+# %% [markdown]
+# Two different failures. Without residuals and norms the gradient reaching layer 1 shrinks by
+# orders of magnitude with every few layers (each sub-layer with PyTorch's default initialisation makes
+# its output smaller than its input, and the backward pass multiplies those factors): the first
+# layers get almost no signal. With the norms kept, the gradient still arrives, but the
+# positions become the same vector: at initialisation each attention layer spreads its weight
+# nearly evenly and *blends* all positions, and without the residual nothing carries a token's
+# own vector past the blend. The column "similarity" reaches 1.000: the top of the stack no
+# longer knows which position it is at, so it cannot say which token goes there. (Dong et al.
+# 2021 prove that attention without residuals loses rank doubly exponentially with depth.) With
+# the residual, every layer only *adds* to the stream, so the token's own vector and the
+# gradient's direct path to layer 1 survive any depth.
+#
+# Now train: 120 Adam steps at lr 3·10⁻³, pre-LN with 8 layers against the stack without
+# residuals at 2, 4 and 8 layers and without residuals or norms at 8 layers.
+
+# %% tolerance={"abs": 0.15, "rel": 0.1}
+def train_switchable(n_layers, steps=120, lr=3e-3, **kw):
+    torch.manual_seed(0)
+    model = SwitchableStack(n_layers, **kw).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    g, losses, grad_1 = torch.Generator().manual_seed(1), [], []
+    for _ in range(steps):
+        xb, yb = reverse_task(32, T_TASK, V, g)
+        logits = model(xb.to(device))  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), yb.to(device).flatten())  # (B*T, V) vs (B*T,)
+        opt.zero_grad()
+        loss.backward()
+        grad_1.append(model.blocks[0].ffn.down_proj.weight.grad.norm().item())
+        opt.step()
+        losses.append(loss.item())
+    return losses, grad_1
+
+
+residual_runs = {}
+with single_thread():
+    for label, L, kw in [("pre-LN, 8 layers", 8, {}), ("no residual, 2 layers", 2, dict(residual=False)),
+                         ("no residual, 4 layers", 4, dict(residual=False)),
+                         ("no residual, 8 layers", 8, dict(residual=False)),
+                         ("no residual or norm, 8 layers", 8, dict(residual=False, norm=False))]:
+        residual_runs[label] = train_switchable(L, **kw)
+for label, (losses, grad_1) in residual_runs.items():
+    print(f"{label:<30} loss over the last 10 steps {sum(losses[-10:]) / 10:.2f}   "
+          f"layer-1 gradient at step 1: {grad_1[0]:.1e}")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+for label, (losses, grad_1) in residual_runs.items():
+    axes[0].plot(losses, label=label)
+    axes[1].semilogy(grad_1, label=label)
+axes[0].axhline(torch.log(torch.tensor(float(V))).item(), color="grey", ls="--", lw=0.8, label="chance (log 12)")
+axes[0].set(xlabel="step", ylabel="training loss", title="reversing 12 tokens, Adam lr 3e-3")
+axes[1].set(xlabel="step", ylabel="‖∂loss/∂W_down‖, layer 1", title="gradient reaching the first layer")
+axes[0].legend(fontsize=7)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Depth without residuals fails. The pre-LN stack with 8 layers solves the task; the same 8
+# layers without residuals stay at chance, as does the stack without residuals or norms, whose
+# first layer receives a gradient of about 10⁻¹⁰ (pre-LN's: about 0.1). Without residuals, 2
+# layers still learn part of the task and 4 layers barely move away from chance, so it is depth
+# that breaks it. This is why
+# every block in this course, and lesson 10's GPT, sits on a residual stream.
+#
 # ## Summary
 # * The FFN is a per-token MLP, d → 4d → d (Eq. 2); about two thirds of a block's weights.
 # * GELU/SiLU are smooth ReLUs whose slope does not vanish for negative inputs.
@@ -560,5 +683,7 @@ print(f"Without warm-up, pre-LN ends at loss {final['pre-LN, no warm-up']:.3f} w
 #   only scales. Half-precision inputs are normalised in float32.
 # * Post-LN, pre-LN and parallel blocks are one `Block` with a setting; pre-LN trains deep
 #   stacks without warm-up — measured above.
+# * Without residual connections a deep stack fails: the positions blend into one vector
+#   (with norms) or the gradient vanishes (without), and training stays at chance.
 #
 # **Next:** `exercises/03_ffn_and_norms.ipynb`.

@@ -350,6 +350,202 @@ tokens = 2e12
 print(f"\nLLaMA-2-7B on 2T tokens at 4096 context: {flops_per_token(published['LLaMA-2-7B'], 4096) * tokens:.1e} FLOPs")
 
 # %% [markdown]
+# ## 7. Initialisation: std 0.02 and the 1/√(2N) scaling
+# A model's first forward pass uses whatever numbers its weights start with. GPT-2 (§2.3 of
+# Radford et al. 2019) draws every weight from N(0, 0.02²), and the two matrices in each block
+# that *write into* the residual stream (attention's `o_proj` and the FFN's `down_proj`) from a
+# normal with std 0.02/√(2N), N being the number of blocks (two writes per block).
+# `GPT.reset_parameters` does exactly that. Why both?
+#
+# * **0.02.** PyTorch's own defaults are N(0, 1) for an embedding and a uniform distribution of
+#   width ~1/√fan_in for a linear layer. With the output head tied to the embedding (§2 above),
+#   N(0, 1) embeddings give logits of size about √d, a confident and wrong first guess.
+# * **1/√(2N).** In a pre-LN model the stream is a sum, x_N = x_0 + Σ (2N branch outputs). If
+#   each branch adds an independent output of variance σ², the stream's variance grows by 2N·σ².
+#   Scaling the writers by 1/√(2N) divides that sum's variance by 2N, so the total stays the
+#   same whatever the depth.
+#
+# Measured at initialisation on a 48-block GPT (width 64, 65 tokens, one batch of random
+# ids): the std of the residual stream after each block and the gradient norm of each block's
+# parameters, for three initialisations. In the first, every layer keeps PyTorch's default
+# (the head shares the embedding's N(0, 1) matrix).
+
+# %% tolerance={"rel": 0.03, "abs": 0.002}
+import math  # noqa: E402
+
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from course_lib.device import single_thread  # noqa: E402
+from course_lib.models.common import init_normal  # noqa: E402
+
+
+def pytorch_defaults(model):
+    for m in model.modules():  # the tied head is skipped: it shares nn.Embedding's N(0, 1) matrix
+        if m is not model and m is not model.lm_head and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+
+
+INITS = {"PyTorch defaults": pytorch_defaults,
+         "N(0, 0.02²) everywhere": lambda model: init_normal(model, std=0.02),
+         "GPT-2: 0.02 and 1/√(2N)": lambda model: model.reset_parameters()}
+N_DEEP, V_INIT, T_INIT = 48, 65, 64
+deep_cfg = GPTConfig(vocab_size=V_INIT, max_positions=T_INIT, d_model=64, n_layers=N_DEEP, n_heads=4)
+init_ids = torch.randint(0, V_INIT, (8, T_INIT + 1), generator=torch.Generator().manual_seed(0))  # (B, T+1)
+stream_std, block_grad, first_loss = {}, {}, {}
+with single_thread():
+    for name, init in INITS.items():
+        torch.manual_seed(0)
+        model = GPT(deep_cfg).to(device)
+        init(model)
+        stds = []
+        hooks = [b.register_forward_hook(lambda m, args, out: stds.append(out.detach().std().item()))
+                 for b in model.blocks]
+        logits = model(init_ids[:, :-1].to(device)).logits  # (B, T, V)
+        for hook in hooks:
+            hook.remove()
+        loss = F.cross_entropy(logits.flatten(0, 1), init_ids[:, 1:].to(device).flatten())  # (B*T, V) vs (B*T,)
+        loss.backward()
+        stream_std[name], first_loss[name] = stds, loss.item()
+        block_grad[name] = [torch.cat([p.grad.flatten() for p in b.parameters()]).norm().item() for b in model.blocks]
+print(f"uniform guessing would give loss ln {V_INIT} = {math.log(V_INIT):.3f}")
+print(f"{'':<25} {'first loss':>10}   stream std after block 1 / 24 / 48   grad norm of block 1 / 24 / 48")
+for name in INITS:
+    sd, gr = stream_std[name], block_grad[name]
+    print(f"{name:<25} {first_loss[name]:>10.3f}   {sd[0]:>8.3f} {sd[23]:>8.3f} {sd[-1]:>8.3f} (×{sd[-1] / sd[0]:.1f})"
+          f"   {gr[0]:>7.3f} {gr[23]:>7.3f} {gr[-1]:>7.3f} (block 1 / block 48: {gr[0] / gr[-1]:.1f})")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+for name in INITS:
+    axes[0].plot(range(1, N_DEEP + 1), stream_std[name], label=name)
+    axes[1].plot(range(1, N_DEEP + 1), block_grad[name], label=name)
+axes[0].set(xlabel="block", ylabel="std of the residual stream", yscale="log", title="forward: activations")
+axes[1].set(xlabel="block", ylabel="‖∂loss/∂(block's parameters)‖", yscale="log", title="backward: gradients")
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# What the numbers show:
+# * **PyTorch defaults**: the first loss is well above uniform guessing (the N(0, 1) head is
+#   confidently wrong), and the stream's std grows by the printed factor over the 48 blocks.
+# * **N(0, 0.02²) without the scaling**: a sensible first loss, but the stream's std grows
+#   about five-fold from block 1 to block 48, as 96 branch outputs pile up, and the gradients
+#   are lopsided: block 1, where the stream is still small, gets several times the gradient of
+#   block 48.
+# * **GPT-2's 0.02 and 1/√(2N)**: the stream's std barely moves over 48 blocks and every block
+#   gets a gradient of about the same size (within the printed factor), so one learning rate
+#   suits them all.
+#
+# (Not every family scales: Hugging Face's Llama code draws every matrix with std 0.02 and no
+# depth factor; T5 v1.0's embeddings use std 1 and it rescales the output instead, §2.)
+#
+# ## 8. Dropout
+# **Dropout** (Srivastava et al. 2014) zeroes each activation with probability p during
+# training and multiplies the survivors by 1/(1 − p), so the expected value of every activation
+# is unchanged; in evaluation (`model.eval()`) it does nothing. GPT-2 applies it after the
+# embeddings, to the attention weights and to each branch before it joins the residual stream
+# (`GPTConfig.dropout`; 0.1 in GPT-2, 0 in many large modern models, which see every token once
+# and do not overfit). Exactly:
+
+# %%
+drop = nn.Dropout(p=0.25)
+ones = torch.ones(2, 8)  # on the CPU: the same random mask on every machine
+torch.manual_seed(0)
+print("train mode:\n", drop.train()(ones))
+print("eval mode:\n", drop.eval()(ones))
+big = drop.train()(torch.ones(100_000))
+kept = big[big != 0]
+print(f"survivors all equal 1/(1-p) = {1 / (1 - 0.25):.4f} exactly: {bool((kept == 1 / (1 - 0.25)).all())}")
+
+# %% tolerance={"abs": 0.01}
+print(f"fraction zeroed {(big == 0).float().mean().item():.2f} (p = 0.25), mean {big.mean().item():.2f} (the input's: 1)")
+
+# %% [markdown]
+# **What it buys.** Train a small GPT (2 blocks, width 96) on only 5,000 characters of the
+# Shakespeare corpus, about 40 passes over them, and measure the loss on the 2,000
+# characters that follow (the validation text, never trained on). Lessons 09 and 10 treat the
+# pieces in detail; here it is enough to know that `CharTokenizer` gives each character one id,
+# `get_batch` cuts random windows of 32 characters whose targets are the same text shifted by
+# one, and AdamW is the Adam optimiser lesson 03 trained with, plus weight decay (here 0; lesson 10
+# takes it apart). Both losses
+# are measured in eval mode on 128 fixed windows each, every 40 steps, with and without dropout
+# (on the CPU).
+
+# %% tolerance={"abs": 0.06, "rel": 0.03}
+from course_lib.data import get_batch, shakespeare_text  # noqa: E402
+from course_lib.tokenizers import CharTokenizer  # noqa: E402
+
+char_tok = CharTokenizer.train(shakespeare_text())
+slice_ids = torch.tensor(char_tok.encode(shakespeare_text(7_000)))  # (7000,)
+train_ids, val_ids = slice_ids[:5_000], slice_ids[5_000:]
+T_DROP, STEPS_DROP = 32, 400
+cpu = torch.device("cpu")  # this run stays on the CPU even where a GPU is present: dropout's random masks
+# come from the CPU generator, so the curves below are the same on every machine
+fixed = {"train": get_batch(train_ids, 128, T_DROP, torch.Generator().manual_seed(7)),
+         "val": get_batch(val_ids, 128, T_DROP, torch.Generator().manual_seed(8))}
+
+
+def eval_losses(model):
+    model.eval()
+    with torch.no_grad():
+        out = {k: F.cross_entropy(model(x.to(cpu)).logits.flatten(0, 1), y.to(cpu).flatten()).item()
+               for k, (x, y) in fixed.items()}  # logits (B*T, V) vs targets (B*T,)
+    model.train()
+    return out
+
+
+def train_small_gpt(p):
+    torch.manual_seed(0)
+    model = GPT(vocab_size=char_tok.vocab_size, max_positions=T_DROP, d_model=96, n_layers=2, n_heads=4,
+                dropout=p).to(cpu)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    g, curve = torch.Generator().manual_seed(1), []
+    for step in range(STEPS_DROP + 1):
+        if step % 40 == 0:
+            curve.append((step, eval_losses(model)))
+        if step == STEPS_DROP:
+            return curve
+        x, y = get_batch(train_ids, 16, T_DROP, g)  # (B, T) each
+        loss = F.cross_entropy(model(x.to(cpu)).logits.flatten(0, 1), y.to(cpu).flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+print(f"{STEPS_DROP} steps × 16 windows × {T_DROP} characters = {STEPS_DROP * 16 * T_DROP / len(train_ids):.1f} passes "
+      f"over {len(train_ids):,} training characters")
+dropout_runs = {}
+with single_thread():
+    for p in (0.0, 0.2):
+        dropout_runs[p] = train_small_gpt(p)
+for p, curve in dropout_runs.items():
+    last = curve[-1][1]
+    best = min(v["val"] for _, v in curve)
+    print(f"dropout {p}: final train {last['train']:.2f}, val {last['val']:.2f}, gap {last['val'] - last['train']:.2f}; "
+          f"lowest val on the way {best:.2f}")
+
+fig, ax = plt.subplots(figsize=(7, 3.6))
+for p, curve in dropout_runs.items():
+    steps = [s for s, _ in curve]
+    line, = ax.plot(steps, [v["train"] for _, v in curve], "--", label=f"train, dropout {p}")
+    ax.plot(steps, [v["val"] for _, v in curve], "-", color=line.get_color(), label=f"validation, dropout {p}")
+ax.set(xlabel="step", ylabel="loss (nats per character)", ylim=(1.5, 3.2),
+       title="5,000 characters, many passes: overfitting and dropout")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# Without dropout the model memorises its 5,000 characters: the training loss keeps falling
+# while the validation loss stops improving and turns upwards, and the gap between them grows
+# (the printed gap). With dropout 0.2 the training loss falls more slowly, the gap is about
+# half as large, and validation ends lower. Srivastava et al.'s explanation: a unit cannot count
+# on any particular other unit being present, so the network cannot build the fragile
+# co-adapted detectors that memorising needs. The price is slower progress on the training
+# loss; a model that sees each token only once has little to memorise, which is why many large
+# pre-training runs set p = 0.
+#
+# %% [markdown]
 # ## Summary
 # * One block, four families: post-LN bidirectional (BERT), pre-LN causal (GPT-2), pre-LN
 #   encoder-decoder with cross-attention and relative bias (T5), pre-LN causal with RMSNorm,
@@ -358,5 +554,9 @@ print(f"\nLLaMA-2-7B on 2T tokens at 4096 context: {flops_per_token(published['L
 #   (queries from the decoder, keys/values from the encoder: a T_dec × T_enc matrix).
 # * `from_hf` copies any of them from `transformers` and the logits agree to better than 10⁻⁵.
 # * Parameters and FLOPs follow from the config alone: 6N per training token plus attention.
+# * GPT-2's initialisation (std 0.02, writers into the stream scaled by 1/√(2N)) keeps the
+#   residual stream's size and the per-block gradients level across 48 blocks.
+# * Dropout (train mode only, survivors scaled by 1/(1 − p)) narrows the gap between training
+#   and validation loss when a model sees the same small data many times.
 #
 # Next: lesson 07 loads a **real** pretrained BERT (all-MiniLM-L6-v2) into this code.
