@@ -85,12 +85,14 @@ def validation_loss(model: torch.nn.Module, val_ids, window: int | None = None, 
     for i in range(0, len(starts), batch_size):
         chunk = starts[i:i + batch_size]
         full = [s for s in chunk if s + window + 1 <= len(ids)]
-        parts = [(torch.stack([ids[s:s + window] for s in full]), torch.stack([ids[s + 1:s + window + 1] for s in full]))] if full else []
-        parts += [(ids[s:-1][None], ids[s + 1:][None]) for s in chunk if s + window + 1 > len(ids)]
+        parts = [(torch.stack([ids[s:s + window] for s in full]),  # (B, window) inputs
+                  torch.stack([ids[s + 1:s + window + 1] for s in full]))] if full else []  # (B, window) targets
+        parts += [(ids[s:-1][None], ids[s + 1:][None]) for s in chunk if s + window + 1 > len(ids)]  # (1, rest)
         for x, y in parts:
             out = model(x.to(device))
-            logits = getattr(out, "logits", out).float()  # course models return .logits; a plain tensor is fine too
-            total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum").item()
+            logits = getattr(out, "logits", out).float()  # (B, T, V); course models return .logits
+            total += F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(),  # (B·T, V) vs (B·T,)
+                                     reduction="sum").item()
             count += y.numel()
     model.train(was_training)
     return total / count
