@@ -5,7 +5,7 @@ it in this list, never from a later one, so each layer can be read (and tested) 
 ones after it (``tests/test_layering.py`` enforces it):
 
 1. **foundations** -- ``config`` (validation), ``kernels`` (the fused / from-scratch switch),
-   ``device``, ``data`` (the corpus, batches), ``tokenizers``
+   ``device``, ``data`` (the corpus, batches), ``tokenizers``, ``unigram``
 2. **components** -- ``attention``, ``positional``, ``positional_attention``, ``ffn``, ``norms``,
    ``efficient_attention``, ``kv_cache``, ``moe``, ``ssm``, ``quantization``
 3. **blocks** -- ``blocks``, ``parallel_block``

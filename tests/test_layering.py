@@ -10,7 +10,7 @@ import course_lib
 PACKAGE = Path(course_lib.__file__).parent
 
 LAYERS = {
-    "foundations": ["config", "kernels", "device", "data", "tokenizers"],
+    "foundations": ["config", "kernels", "device", "data", "tokenizers", "unigram"],
     "components": ["attention", "positional", "positional_attention", "ffn", "norms", "efficient_attention",
                    "kv_cache", "moe", "ssm", "quantization"],
     "blocks": ["blocks", "parallel_block"],

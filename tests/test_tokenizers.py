@@ -9,8 +9,9 @@ import pytest
 import regex
 
 from course_lib.data import shakespeare_text
-from course_lib.tokenizers import (GPT2_SPLIT, SPACE, ByteBPETokenizer, CharTokenizer, UnigramTokenizer,
-                                   WordPieceTokenizer, byte_piece, merge_pair, minilm_vocab_path)
+from course_lib.tokenizers import (GPT2_SPLIT, ByteBPETokenizer, CharTokenizer, WordPieceTokenizer, merge_pair,
+                                   minilm_vocab_path)
+from course_lib.unigram import SPACE, UnigramTokenizer, byte_piece
 
 SAMPLES = ["Hello, World! It's 3.14159 o'clock.", "Café déjà vu — naïve résumé", "你好，世界！",
            "emoji 🎉 and tabs\tand\nnewlines", "hyphen-ated_words and https://x.org/a?b=c",

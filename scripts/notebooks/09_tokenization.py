@@ -289,11 +289,11 @@ plt.show()
 # | LLaMA 1 and 2 | BPE, numbers split into single digits | 32k (Llama 2 paper; "the same tokenizer as Llama 1") | byte fallback: its UTF-8 bytes, as `<0xNN>` pieces |
 # | T5 | Unigram (its Hugging Face tokenizer is a `Unigram` model) | 32,000 pieces (T5 paper), plus 100 sentinels `<extra_id_N>` in the Hugging Face release | `<unk>` (no byte fallback) |
 #
-# `UnigramTokenizer` (in `course_lib.tokenizers`) follows these conventions; its `normalize`
+# `UnigramTokenizer` (in `course_lib.unigram`) follows these conventions; its `normalize`
 # is all the preparation the text gets:
 
 # %%
-from course_lib.tokenizers import SPACE, UnigramTokenizer, byte_piece
+from course_lib.unigram import SPACE, UnigramTokenizer, byte_piece
 
 demo = UnigramTokenizer([("<unk>", 0.0)])  # an empty vocabulary: only the text's preparation matters here
 for s in ["To be, or not to be", "  two  spaces"]:
@@ -355,7 +355,7 @@ print("every character of the training text is a piece:", set(unigram.normalize(
 # piece `text[i:j]` of the vocabulary offers best[i] + log p(piece) to best[j]; going left to right,
 # best[i] is final before position i makes its offers. Remembering which offer won at each j and
 # walking back from the end gives the segmentation. That is **Viterbi**: O(N·L) look-ups for N
-# characters and pieces of at most L characters (`UnigramTokenizer.viterbi` in `course_lib/tokenizers.py`).
+# characters and pieces of at most L characters (`UnigramTokenizer.viterbi` in `course_lib/unigram.py`).
 #
 # First, the brute-force view: every segmentation of one word, scored.
 
