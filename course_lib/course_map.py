@@ -61,6 +61,10 @@ LESSONS = [
     Lesson("15", "Efficiency: routing, parallel blocks, int8, export", "notebooks/15_efficiency.ipynb",
            "exercises/15_efficiency.ipynb",
            "mixture-of-depths, parallel attention+FFN, int8 per-channel quantisation, ONNX export"),
+    Lesson("16", "Capstone: your own LLaMA, trained", "exercises/16_capstone.ipynb", "exercises/16_capstone.ipynb",
+           "you write softmax, cross-entropy, Linear, RoPE, a KV cache, GQA attention, the block and model, "
+           "AdamW, a resumable training loop, byte-level BPE and cached sampling; then train your model "
+           "on Shakespeare and make it talk"),
 ]
 
 

@@ -9,7 +9,9 @@ Byte-level BPE (Sennrich et al. 2016; GPT-2, Radford et al. 2019):
   * training repeatedly merges the most frequent adjacent pair into a new id; ties between
     equally frequent pairs go to the lexicographically greater pair of byte strings (compared as
     (bytes of a, bytes of b)), and if even those are equal, to the pair of smaller ids;
-  * special tokens (e.g. "<|endoftext|>") are cut out before all this: kept whole, never merged.
+  * special tokens (e.g. "<|endoftext|>") are cut out before all this: kept whole, never merged;
+  * `encode_iterable` gives the ids of `encode` from a stream of pieces (a file's lines) in a few KB
+    of memory: it encodes only the part of what it has read that more text cannot change.
 """
 from __future__ import annotations
 
@@ -226,6 +228,7 @@ class ByteBPETokenizer:
         self._special_split = (regex.compile("(" + "|".join(regex.escape(t) for t in sorted(
             self.special_tokens, key=len, reverse=True)) + ")") if self.special_tokens else None)
         self._cache: dict[bytes, list[int]] = {}
+        self._longest_special = max(map(len, self.special_tokens), default=0)
 
     @property
     def vocab_size(self) -> int:
@@ -256,9 +259,13 @@ class ByteBPETokenizer:
     def _split_specials(self, text: str) -> list[str]:
         return [p for p in self._special_split.split(text) if p] if self._special_split else [text]
 
+    _CACHE_SIZE = 1 << 14  # chunks remembered; the cache starts afresh when full, so memory stays bounded
+
     def _encode_chunk(self, chunk: bytes) -> list[int]:
         if chunk in self._cache:
             return self._cache[chunk]
+        if len(self._cache) >= self._CACHE_SIZE:
+            self._cache.clear()
         ids = list(chunk)
         while len(ids) > 1:  # apply the earliest-learned merge present, as training did
             pair = min(zip(ids, ids[1:]), key=lambda p: self.ranks.get(p, float("inf")))
@@ -277,6 +284,60 @@ class ByteBPETokenizer:
             for m in self._split.findall(piece):
                 out.extend(self._encode_chunk(m.encode("utf-8")))
         return out
+
+    # A chunk of GPT2_SPLIT is settled by the two characters after it (a greedy run ends at the
+    # next character; "\s+(?!\S)" may give back one space, so it needs the character after that;
+    # "'l" becomes "'ll" only with a third character): a chunk ending at least this many characters
+    # before the end of what has been read is the chunk `encode` finds in the whole text.
+    SETTLED_AFTER = 2
+    _BATCH = 1 << 12  # characters gathered before encoding (fewer calls); a small bound on the delay
+
+    def _encode_settled(self, text: str) -> tuple[list[int], int]:
+        """(ids, cut): the ids of text[:cut], the longest prefix whose ids no continuation of `text`
+        can change. A special token is settled once the longest special could have ended (it
+        starts at or before len(text) - longest); ordinary text before the first position where
+        an unsettled special might start is settled up to its last chunk that ends SETTLED_AFTER
+        characters before that position."""
+        ids: list[int] = []
+        frontier = max(len(text) - max(self._longest_special - 1, 0), 0)  # a special may start here or later
+        start = 0  # where the current stretch of ordinary text begins
+        if self._special_split is not None:
+            for m in self._special_split.finditer(text):
+                if m.start() >= frontier:
+                    break  # more text could still make a longer special start here
+                for chunk in self._split.findall(text[start:m.start()]):  # a complete stretch
+                    ids.extend(self._encode_chunk(chunk.encode("utf-8")))
+                ids.append(self.special_tokens[m.group()])
+                start = m.end()
+        cut = start
+        for chunk in self._split.findall(text[start:frontier]):  # the trailing stretch: settled chunks only
+            if cut + len(chunk) + self.SETTLED_AFTER > frontier:
+                break
+            ids.extend(self._encode_chunk(chunk.encode("utf-8")))
+            cut += len(chunk)
+        return ids, cut
+
+    def encode_iterable(self, iterable):
+        """Yield the ids `encode("".join(iterable))` would return, reading `iterable` (of str, e.g.
+        an open file's lines) lazily: memory holds a few KB of unsettled text, not the whole input.
+
+        Pieces may end anywhere (mid-word, mid-character run, inside a special token): only the
+        settled prefix of what has been read is encoded (`_encode_settled`), the rest waits for
+        the next piece. A tail that stays unsettled (one very long chunk) is re-examined only when
+        it has doubled in length, so the work stays linear."""
+        buf, waiting = "", self._BATCH  # unsettled text; re-examine buf once it is this long
+        for piece in iterable:
+            if not isinstance(piece, str):
+                raise TypeError(f"encode_iterable reads str pieces (e.g. the lines of a file opened in "
+                                f"text mode), got {type(piece).__name__}.")
+            buf += piece
+            if len(buf) < waiting:
+                continue
+            ids, cut = self._encode_settled(buf)
+            yield from ids
+            buf = buf[cut:]
+            waiting = max(self._BATCH, 2 * len(buf))
+        yield from self.encode(buf)  # the end of the input settles everything
 
     def decode(self, ids) -> str:
         inv = {i: t.encode("utf-8") for t, i in self.special_tokens.items()}

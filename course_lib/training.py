@@ -2,7 +2,8 @@
 
     schedule    linear warm-up, then cosine decay to a minimum (Loshchilov & Hutter 2017)
     optimiser   AdamW (Loshchilov & Hutter 2019) with decay only on matrices, not on norms,
-                biases or embeddings
+                biases or embeddings; `AdamW` is the update written out (the Trainer runs
+                PyTorch's fused one, held equal to it by the tests)
     step        gradient accumulation, mixed precision (bf16 autocast; fp16 + GradScaler on
                 CUDA), global-norm gradient clipping
     bookkeeping periodic evaluation, tqdm, checkpoints that resume *bit-exactly*
@@ -77,6 +78,62 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         seen.add(id(p))
         (no_decay if p.dim() < 2 or id(p) in no_decay_ids else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class AdamW(torch.optim.Optimizer):
+    """AdamW written out (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization"), equal
+    to torch.optim.AdamW (amsgrad=False, maximize=False) within float rounding (tests/test_training.py).
+    For each parameter p with gradient g, at its t-th step (t = 1, 2, ...):
+
+        p <- p - lr * weight_decay * p           decoupled decay: shrinks p, never enters m or v
+        m <- beta1 * m + (1 - beta1) * g         running mean of the gradient (momentum)
+        v <- beta2 * v + (1 - beta2) * g * g     running mean of its square
+        m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)    bias correction: m, v start at 0
+        p <- p - lr * m_hat / (sqrt(v_hat) + eps)
+
+    Each param group has its own lr and weight_decay (a schedule writes group["lr"] before each
+    step; `param_groups` above makes a decay and a no-decay group). t, m and v live in
+    `self.state[p]`, so `state_dict()` / `load_state_dict()` resume exactly, and the state keys
+    are torch.optim.AdamW's ("step", "exp_avg", "exp_avg_sq"): a checkpoint of either loads into the other."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.01):
+        if not lr >= 0.0:
+            raise ValueError(f"AdamW(lr={lr}): the learning rate must be >= 0.")
+        if not (len(betas) == 2 and all(0.0 <= b < 1.0 for b in betas)):
+            raise ValueError(f"AdamW(betas={betas}): expected two numbers in [0, 1), e.g. (0.9, 0.999).")
+        if not eps >= 0.0 or not weight_decay >= 0.0:
+            raise ValueError(f"AdamW(eps={eps}, weight_decay={weight_decay}): both must be >= 0.")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # the optimiser protocol: re-evaluate the model, return its loss
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue  # not used in this step's loss: no update, no decay
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients (use dense ones, "
+                                       "e.g. nn.Embedding(sparse=False)).")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                t = state["step"] = int(state["step"]) + 1  # int(): torch's state stores a tensor
+                m, v, g = state["exp_avg"], state["exp_avg_sq"], p.grad
+                p.mul_(1.0 - lr * decay)
+                m.lerp_(g, 1.0 - beta1)  # m + (1 - beta1)·(g - m), i.e. beta1·m + (1 - beta1)·g
+                v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+                # lr·m_hat / (sqrt(v_hat) + eps), with the two corrections taken out of the tensors
+                denom = (v.sqrt() / math.sqrt(1.0 - beta2 ** t)).add_(eps)  # sqrt(v_hat) + eps
+                p.addcdiv_(m, denom, value=-lr / (1.0 - beta1 ** t))
+        return loss
 
 
 # --------------------------------------------------------------------------- memory

@@ -63,3 +63,24 @@ def ids_and_mask(vocab_size, B=3, T=13, seed=1):
     mask[1, :4] = 0  # left padding
     mask[2, 9:] = 0  # right padding
     return ids, mask
+
+
+# ------------------------------------------------------------------ the printed solutions and delegation
+def solved(check_name, obj_name=None):
+    """The learner-level answer `solution(check_name)` prints, run on its own: the object it defines
+    (by default the one whose name the check's function takes, e.g. softmax for check_softmax)."""
+    ns = {"__name__": f"solution_{check_name}"}
+    ref = REGISTRY[check_name].reference
+    exec(compile(ref if isinstance(ref, str) else __import__("inspect").getsource(ref),
+                 f"<solution {check_name}>", "exec"), ns)
+    if obj_name is None:
+        obj_name = check_name.removeprefix("check_")
+    return ns[obj_name]
+
+
+def assert_delegates(result, used):
+    """The check refused code that calls `used` (e.g. "torch.softmax"), which the exercise asks the
+    learner to write, and said so."""
+    assert not result.passed and result.points == 0 and result.status == "failed", result
+    assert result.misconception == "delegates", (result.misconception, result.message)
+    assert "not allowed here" in result.message and used in result.message, result.message

@@ -6,7 +6,7 @@ import torch
 from course_lib.analysis import previous_token_score
 from course_lib.checks import check_previous_token_score
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -32,10 +32,18 @@ def with_gather(attn):
     return attn[..., idx + 1, idx].mean(-1)
 
 
-@pytest.mark.parametrize("impl", [previous_token_score, with_a_loop, with_a_mask, with_gather])
+@pytest.mark.parametrize("impl", [solved("check_previous_token_score"), with_a_loop, with_a_mask, with_gather])
 def test_accepts_correct_implementations(impl):
     r = check_previous_token_score(impl)
     assert r.passed and r.points == r.max_points == 2, r.message
+
+
+score = previous_token_score  # the course's answer under an alias
+
+
+@pytest.mark.parametrize("impl", [previous_token_score, lambda attn: score(attn)])
+def test_refuses_delegation(impl):
+    assert_delegates(check_previous_token_score(impl), "course_lib.analysis.previous_token_score")
 
 
 def test_stub_is_not_attempted():
@@ -84,8 +92,8 @@ def default_diagonal_dims(attn):
 
 
 def in_place(attn):
-    attn[..., 0, 0] = 0.0
-    return previous_token_score(attn)
+    attn[..., 0, 0] = 0.0  # "query 0 has no previous token": zeroed on the caller's tensor
+    return attn.diagonal(-1, -2, -1).mean(-1)
 
 
 MISTAKES = [(self_attention_diagonal, "diagonal"), (next_token, "swapped_axes"),

@@ -11,7 +11,7 @@ from course_lib import quantization
 from course_lib.checks import check_quantize_per_channel
 from course_lib.checks.efficiency import quantize_per_channel_reference
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -35,6 +35,9 @@ def quantize_float64_inside(w):
     return q, (amax.squeeze(1) / 127).to(w.dtype).where(w.abs().amax(1) > 0, torch.ones((), dtype=w.dtype))
 
 
+QUANTIZE = solved("check_quantize_per_channel")
+
+
 def quantize_with_torch(w):
     absmax = w.abs().amax(dim=1)
     scale = torch.where(absmax == 0, torch.ones_like(absmax), absmax / 127)
@@ -50,12 +53,22 @@ def quantize_clamped_guard(w):
     return (w / scale.unsqueeze(-1)).round().clamp(-127, 127).to(torch.int8), scale
 
 
-@pytest.mark.parametrize("impl", [quantize_per_channel_reference, quantization.quantize_per_channel,
-                                  quantize_row_by_row, quantize_float64_inside, quantize_with_torch,
-                                  quantize_clamped_guard])
+@pytest.mark.parametrize("impl", [QUANTIZE, quantize_row_by_row, quantize_float64_inside, quantize_clamped_guard])
 def test_accepts_correct_implementations(impl):
     r = check_quantize_per_channel(impl)
     assert r.passed and r.points == r.max_points == 3, r.message
+
+
+@pytest.mark.parametrize("impl,used", [
+    (quantize_with_torch, "torch.quantize_per_channel"),
+    (quantization.quantize_per_channel, "course_lib.quantization.quantize_per_channel"),
+    (quantize_per_channel_reference, "course_lib.checks.efficiency.quantize_per_channel_reference"),
+])
+def test_refuses_delegation(impl, used):
+    w = torch.randn(5, 8)
+    q, scale = impl(w)  # each gives the right numbers ...
+    assert torch.equal(q, QUANTIZE(w)[0]) and torch.allclose(scale, QUANTIZE(w)[1])
+    assert_delegates(check_quantize_per_channel(impl), used)  # ... and is refused
 
 
 def test_reference_equals_the_library():
@@ -72,10 +85,9 @@ def test_stub_is_not_attempted():
 
 
 def test_not_a_pair_and_wrong_scale_shape_are_explained():
-    r = check_quantize_per_channel(lambda w: quantize_per_channel_reference(w)[0])
+    r = check_quantize_per_channel(lambda w: QUANTIZE(w)[0])
     assert not r.passed and "pair (q, scale)" in r.message
-    r = check_quantize_per_channel(lambda w: (quantize_per_channel_reference(w)[0],
-                                             quantize_per_channel_reference(w)[1][:, None]))
+    r = check_quantize_per_channel(lambda w: (QUANTIZE(w)[0], QUANTIZE(w)[1][:, None]))
     assert not r.passed and "shape" in r.message and r.misconception is None
 
 

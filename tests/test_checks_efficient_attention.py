@@ -12,7 +12,7 @@ from course_lib import efficient_attention as eff
 from course_lib.checks import (check_causal_linear_attention, check_online_softmax_attention,
                                check_repeat_kv, check_sliding_window_attention, check_sliding_window_mask)
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -34,10 +34,20 @@ def repeat_kv_index(x, n_rep):  # correct: gather heads with an index [0, 0, 1, 
     return x[:, idx]
 
 
-@pytest.mark.parametrize("impl", [ref.repeat_kv, repeat_kv_index, lambda x, n: x.repeat_interleave(n, dim=1)])
+@pytest.mark.parametrize("impl", [solved("check_repeat_kv"), repeat_kv_index, lambda x, n: x.repeat_interleave(n, dim=1)])
 def test_repeat_kv_accepts_correct(impl):
     r = check_repeat_kv(impl)
     assert r.passed and r.points == r.max_points, r.message
+
+
+def repeat_kv_import_inside(x, n_rep):
+    from course_lib.attention import repeat_kv
+    return repeat_kv(x, n_rep)
+
+
+@pytest.mark.parametrize("impl", [ref.repeat_kv, repeat_kv_import_inside])
+def test_repeat_kv_refuses_delegation(impl):
+    assert_delegates(check_repeat_kv(impl), "course_lib.attention.repeat_kv")
 
 
 def repeat_tiles(x, n_rep):
@@ -100,10 +110,25 @@ def online_f64(q, k, v, block_size):  # correct, float64 inside, logsumexp mergi
     return acc.to(q.dtype)
 
 
-@pytest.mark.parametrize("impl", [eff.online_softmax_attention, online_learner, online_f64])
+@pytest.mark.parametrize("impl", [solved("check_online_softmax_attention"), online_learner, online_f64])
 def test_online_softmax_accepts_correct(impl):
     r = check_online_softmax_attention(impl)
     assert r.passed, r.message
+
+
+def online_via_sdpa(q, k, v, block_size):  # right numbers, no tiling: the exercise's point is missed
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize("impl,used", [
+    (online_via_sdpa, "torch.nn.functional.scaled_dot_product_attention"),
+    (eff.online_softmax_attention, "course_lib.efficient_attention.online_softmax_attention"),
+    (lambda q, k, v, block_size: eff.tiled_attention(q, k, v, block_size, block_size),
+     "course_lib.efficient_attention.tiled_attention"),
+    (lambda q, k, v, block_size: ref.attend(q, k, v), "course_lib.attention.attend"),
+])
+def test_online_softmax_refuses_delegation(impl, used):
+    assert_delegates(check_online_softmax_attention(impl), used)
 
 
 @pytest.mark.parametrize("bug,key", [("norescale", "no_rescale"), ("accfix", "acc_not_rescaled"),
@@ -120,12 +145,21 @@ def test_online_softmax_misconceptions_all_tested():
 
 # ------------------------------------------------------------------ sliding-window mask
 @pytest.mark.parametrize("impl", [
-    ref.sliding_window_mask,
+    solved("check_sliding_window_mask"),
     lambda T, window: torch.ones(T, T, dtype=torch.bool).tril() & ~torch.ones(T, T, dtype=torch.bool).tril(-window),
     lambda T, window: torch.tensor([[i - window < j <= i for j in range(T)] for i in range(T)]),
 ])
 def test_sliding_window_mask_accepts_correct(impl):
     assert check_sliding_window_mask(impl).passed
+
+
+@pytest.mark.parametrize("impl,used", [
+    (ref.sliding_window_mask, "course_lib.attention.sliding_window_mask"),
+    (lambda T, window: ref.position_mask(torch.arange(T), torch.arange(T), window=window),
+     "course_lib.attention.position_mask"),
+])
+def test_sliding_window_mask_refuses_delegation(impl, used):
+    assert_delegates(check_sliding_window_mask(impl), used)
 
 
 def _band(T, lo, hi):  # lo <= i - j <= hi
@@ -171,10 +205,25 @@ def sw_loop(q, k, v, window):  # correct, one query at a time
     return torch.cat(outs, dim=-2)
 
 
-@pytest.mark.parametrize("impl", [eff.sliding_window_attention, sw_learner, sw_loop])
+@pytest.mark.parametrize("impl", [solved("check_sliding_window_attention"), sw_learner, sw_loop])
 def test_sliding_window_attention_accepts_correct(impl):
     r = check_sliding_window_attention(impl)
     assert r.passed and r.cases == 6, r.message
+
+
+def sw_via_sdpa(q, k, v, window):
+    T = q.size(-2)
+    d = torch.arange(T)[:, None] - torch.arange(T)[None, :]  # (T, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=(d >= 0) & (d < window))
+
+
+@pytest.mark.parametrize("impl,used", [
+    (sw_via_sdpa, "torch.nn.functional.scaled_dot_product_attention"),
+    (eff.sliding_window_attention, "course_lib.efficient_attention.sliding_window_attention"),
+    (eff.sliding_window_attention_naive, "course_lib.efficient_attention.sliding_window_attention_naive"),
+])
+def test_sliding_window_attention_refuses_delegation(impl, used):
+    assert_delegates(check_sliding_window_attention(impl), used)
 
 
 @pytest.mark.parametrize("kwargs,key", [(dict(pad_side="right"), "pad_right"),
@@ -188,8 +237,10 @@ def test_sliding_window_attention_diagnoses(kwargs, key):
 def test_sliding_window_attention_rejects_a_txt_matrix():
     def full_then_mask(q, k, v, window):  # right values, O(T²) memory
         T = q.size(-2)
-        d = torch.arange(T)[:, None] - torch.arange(T)[None, :]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=(d >= 0) & (d < window))
+        d = torch.arange(T)[:, None] - torch.arange(T)[None, :]  # (T, T)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(q.size(-1))  # (B, H, T, T)
+        scores = scores.masked_fill(~((d >= 0) & (d < window)), float("-inf"))
+        return scores.softmax(-1) @ v
     r = check_sliding_window_attention(full_then_mask)
     assert_diagnosed(r, "materialises_TxT")
     assert "MiB" in r.message
@@ -215,11 +266,21 @@ def linear_loop(q, k, v, phi=lambda x: F.elu(x) + 1, normalise=True, causal=True
     return torch.stack(outs, -2)
 
 
-@pytest.mark.parametrize("impl", [eff.causal_linear_attention, eff.causal_linear_attention_parallel,
-                                  eff.linear_attention_recurrent, linear_loop])
+@pytest.mark.parametrize("impl", [solved("check_causal_linear_attention"), linear_loop])
 def test_causal_linear_accepts_correct(impl):
     r = check_causal_linear_attention(impl)
     assert r.passed, r.message
+
+
+@pytest.mark.parametrize("impl", [eff.causal_linear_attention, eff.causal_linear_attention_parallel,
+                                  eff.linear_attention_recurrent])
+def test_causal_linear_library_versions_are_right_but_refused(impl):
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 6, 4).unbind(0)
+    torch.testing.assert_close(impl(q, k, v), linear_loop(q, k, v))  # the same numbers as a learner's loop
+    r = check_causal_linear_attention(impl)
+    assert_delegates(r, "course_lib.efficient_attention.")
+    assert impl.__name__ in r.message
 
 
 @pytest.mark.parametrize("kwargs,key", [(dict(normalise=False), "no_normaliser"), (dict(causal=False), "not_causal"),

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from course_lib.checks import check_eval_at_length
 from course_lib.checks.experiments import _cases
 from course_lib.data import get_batch
-from course_lib.experiments import eval_at_length
+from course_lib.experiments import eval_at_length, loss_by_position
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -48,10 +48,20 @@ def tensor_result(model, data, length, n_batches, batch_size, generator):
     return torch.stack(losses).mean()  # a 0-d tensor without grad is fine
 
 
-@pytest.mark.parametrize("impl", [eval_at_length, with_manual_windows, tensor_result])
+@pytest.mark.parametrize("impl", [solved("check_eval_at_length"), with_manual_windows, tensor_result])
 def test_accepts_correct_implementations(impl):
     r = check_eval_at_length(impl)
     assert r.passed and r.points == r.max_points == 3, r.message
+
+
+def via_loss_by_position(model, data, length, n_batches, batch_size, generator):
+    return loss_by_position(model, data, length, n_batches, batch_size, generator).mean().item()
+
+
+@pytest.mark.parametrize("impl,used", [(eval_at_length, "course_lib.experiments.eval_at_length"),
+                                       (via_loss_by_position, "course_lib.experiments.loss_by_position")])
+def test_refuses_delegation(impl, used):
+    assert_delegates(check_eval_at_length(impl), used)
 
 
 def test_stub_is_not_attempted():

@@ -17,7 +17,7 @@ from course_lib.ffn import GatedFeedForward, gelu_tanh
 from course_lib.norms import LayerNorm as RefLayerNorm
 from course_lib.norms import RMSNorm as RefRMSNorm
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -32,11 +32,24 @@ def gelu_sigmoid_form(x):  # 0.5(1 + tanh(z)) = sigmoid(2z): the same function
     return x * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
 
 
-@pytest.mark.parametrize("impl", [gelu_tanh, gelu_pow, gelu_sigmoid_form,
-                                  lambda x: F.gelu(x, approximate="tanh")])
+@pytest.mark.parametrize("impl", [solved("check_gelu"), gelu_pow, gelu_sigmoid_form])
 def test_gelu_accepts_correct_implementations(impl):
     r = check_gelu(impl)
     assert r.passed and r.points == r.max_points == 1, r.message
+
+
+def gelu_module(x):
+    return nn.GELU(approximate="tanh")(x)
+
+
+@pytest.mark.parametrize("impl,used", [
+    (lambda x: F.gelu(x, approximate="tanh"), "torch.nn.functional.gelu"),
+    (gelu_module, "torch.nn.GELU"),
+    (gelu_tanh, "course_lib.ffn.gelu_tanh"),
+    (lambda x: gelu_tanh(x), "course_lib.ffn.gelu_tanh"),
+])
+def test_gelu_refuses_delegation(impl, used):
+    assert_delegates(check_gelu(impl), used)
 
 
 def test_gelu_stub_is_not_attempted():
@@ -88,15 +101,6 @@ class LearnerLayerNorm(nn.Module):
         return y if self.affine_off else self.weight * y + self.bias
 
 
-class LayerNormViaTorch(nn.Module):
-    def __init__(self, d, eps=1e-5):
-        super().__init__()
-        self.eps, self.weight, self.bias = eps, nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
-
-    def forward(self, x):
-        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
-
-
 class LayerNormFloat64Inside(LearnerLayerNorm):
     def forward(self, x):
         h = x.double()
@@ -111,10 +115,40 @@ class AnnotatedLayerNorm(LearnerLayerNorm):  # The Annotated Transformer's code,
         return self.weight * (x - mean) / (std + self.eps) + self.bias
 
 
-@pytest.mark.parametrize("impl", [RefLayerNorm, LearnerLayerNorm, LayerNormViaTorch, LayerNormFloat64Inside])
+@pytest.mark.parametrize("impl", [solved("check_layer_norm", "LayerNorm"), LearnerLayerNorm, LayerNormFloat64Inside])
 def test_layer_norm_accepts_correct_implementations(impl):
     r = check_layer_norm(impl)
     assert r.passed and r.points == 2, r.message
+
+
+class LayerNormViaTorch(nn.Module):
+    def __init__(self, d, eps=1e-5):
+        super().__init__()
+        self.eps, self.weight, self.bias = eps, nn.Parameter(torch.ones(d)), nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+
+
+class LayerNormViaTorchModule(LearnerLayerNorm):
+    def forward(self, x):
+        norm = nn.LayerNorm(x.shape[-1], eps=self.eps, elementwise_affine=False)
+        return norm(x) * self.weight + self.bias
+
+
+class LayerNormViaCourse(RefLayerNorm):
+    def forward(self, x):
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("impl,used", [
+    (LayerNormViaTorch, "torch.nn.functional.layer_norm"),
+    (LayerNormViaTorchModule, "torch.nn.LayerNorm"),
+    (LayerNormViaCourse, "course_lib.norms.LayerNorm"),
+    (RefLayerNorm, "course_lib.norms.LayerNorm"),
+])
+def test_layer_norm_refuses_delegation(impl, used):
+    assert_delegates(check_layer_norm(impl), used)
 
 
 LN_BAD = {
@@ -182,6 +216,12 @@ class LearnerRMSNorm(nn.Module):
         return y if self.weight_off else self.weight * y
 
 
+@pytest.mark.parametrize("impl", [solved("check_rms_norm", "RMSNorm"), LearnerRMSNorm])
+def test_rms_norm_accepts_correct_implementations(impl):
+    r = check_rms_norm(impl)
+    assert r.passed and r.points == 2, r.message
+
+
 class RMSNormViaTorch(nn.Module):
     def __init__(self, d, eps=1e-6):
         super().__init__()
@@ -191,10 +231,20 @@ class RMSNormViaTorch(nn.Module):
         return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
 
 
-@pytest.mark.parametrize("impl", [RefRMSNorm, LearnerRMSNorm, RMSNormViaTorch])
-def test_rms_norm_accepts_correct_implementations(impl):
-    r = check_rms_norm(impl)
-    assert r.passed and r.points == 2, r.message
+class RMSNormViaCourse(LearnerRMSNorm):
+    def forward(self, x):
+        ref = RefRMSNorm(x.shape[-1], eps=self.eps)
+        ref.weight = self.weight
+        return ref(x)
+
+
+@pytest.mark.parametrize("impl,used", [
+    (RMSNormViaTorch, "torch.nn.functional.rms_norm"),
+    (RMSNormViaCourse, "course_lib.norms.RMSNorm"),
+    (RefRMSNorm, "course_lib.norms.RMSNorm"),
+])
+def test_rms_norm_refuses_delegation(impl, used):
+    assert_delegates(check_rms_norm(impl), used)
 
 
 RMS_BAD = {
@@ -264,10 +314,26 @@ class SwiGLUEinsum(LearnerSwiGLU):
         return torch.einsum("...f,cf->...c", F.silu(g) * u, self.down_proj.weight)
 
 
-@pytest.mark.parametrize("impl", [GatedFeedForward, LearnerSwiGLU, SwiGLUEinsum])
+@pytest.mark.parametrize("impl", [solved("check_swiglu_ffn", "SwiGLUFFN"), LearnerSwiGLU, SwiGLUEinsum])
 def test_swiglu_accepts_correct_implementations(impl):
     r = check_swiglu_ffn(impl)
     assert r.passed and r.points == 2, r.message
+
+
+class SwiGLUViaCourse(nn.Module):
+    def __init__(self, d_model, d_ff):
+        super().__init__()
+        inner = GatedFeedForward(d_model, d_ff)
+        self.gate_proj, self.up_proj, self.down_proj = inner.gate_proj, inner.up_proj, inner.down_proj
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("impl", [GatedFeedForward, SwiGLUViaCourse])
+def test_swiglu_refuses_delegation(impl):
+    assert_delegates(check_swiglu_ffn(impl), "course_lib.ffn.GatedFeedForward")
 
 
 SWIGLU_BAD = ["gate_up_swapped", "silu_on_product", "silu_on_output", "sigmoid_gate", "no_activation"]
@@ -348,10 +414,21 @@ class BlockViaLibrary(LearnerBlock):
         return b.to(x.dtype)(x, mask=mask)
 
 
-@pytest.mark.parametrize("impl", [LearnerBlock, BlockViaLibrary])
+@pytest.mark.parametrize("impl", [solved("check_pre_norm_block", "PreNormBlock"), LearnerBlock])
 def test_pre_norm_block_accepts_correct_implementations(impl):
     r = check_pre_norm_block(impl)
     assert r.passed and r.points == 3, r.message
+
+
+class BlockViaTorch(LearnerBlock):
+    def forward(self, x, mask=None):
+        layer = nn.TransformerEncoderLayer(x.shape[-1], 2, norm_first=True, batch_first=True)
+        return layer(x, src_mask=None if mask is None else ~mask)
+
+
+def test_pre_norm_block_refuses_delegation():
+    assert_delegates(check_pre_norm_block(BlockViaLibrary), "course_lib.blocks.Block")
+    assert_delegates(check_pre_norm_block(BlockViaTorch), "torch.nn.TransformerEncoderLayer")
 
 
 PRE_BAD = ["no_residual", "norm_after_add", "residual_from_normed", "parallel", "shared_norm", "mask_ignored"]

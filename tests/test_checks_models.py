@@ -6,14 +6,15 @@ import torch.nn as nn
 
 from course_lib.attention import CrossAttention, MultiHeadAttention, causal_mask
 from course_lib.checks import check_decoder_block, check_gpt_forward, check_mlm_mask, check_shift_right
+from course_lib.blocks import Block
 from course_lib.checks.models import ReferenceMiniGPT
 from course_lib.ffn import FeedForward
 from course_lib.models.bert import mlm_mask
-from course_lib.models.gpt import gpt_block
+from course_lib.models.gpt import GPT, gpt_block
 from course_lib.models.t5 import shift_right
 from course_lib.norms import LayerNorm
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -74,10 +75,28 @@ class MaskIgnored(DecoderBlockBase):
         return x + self.ffn(self.ffn_norm(x))
 
 
-@pytest.mark.parametrize("cls", [Solution, WithExplicitMask])
+@pytest.mark.parametrize("cls", [solved("check_decoder_block", "DecoderBlock"), Solution, WithExplicitMask])
 def test_decoder_block_accepts_correct(cls):
     r = check_decoder_block(cls)
     assert r.passed and r.points == 3, r.message
+
+
+class DecoderViaTorch(DecoderBlockBase):
+    def forward(self, x, memory, memory_mask=None):
+        layer = nn.TransformerDecoderLayer(x.size(-1), 2, batch_first=True, norm_first=True)
+        return layer(x, memory, tgt_is_causal=True)
+
+
+class DecoderViaLibrary(DecoderBlockBase):
+    def forward(self, x, memory, memory_mask=None):
+        x = Block(self.attn, self.ffn, x.size(-1))(x, is_causal=True)
+        return x + self.cross_attn(self.cross_attn_norm(x), memory, memory_mask)
+
+
+@pytest.mark.parametrize("cls,used", [(DecoderViaTorch, "torch.nn.TransformerDecoderLayer"),
+                                      (DecoderViaLibrary, "course_lib.blocks.Block")])
+def test_decoder_block_refuses_delegation(cls, used):
+    assert_delegates(check_decoder_block(cls), used)
 
 
 def test_decoder_block_stub_and_wrong_type():
@@ -138,10 +157,17 @@ def mlm_independent_ten(input_ids, mask_token_id, vocab_size, p=0.15, special_id
     return out, input_ids.masked_fill(~chosen, -100)
 
 
-@pytest.mark.parametrize("impl", [mlm_mask, mlm_loop_style])
+MLM = solved("check_mlm_mask")
+
+
+@pytest.mark.parametrize("impl", [MLM, mlm_loop_style])
 def test_mlm_accepts_correct(impl):
     r = check_mlm_mask(impl)
     assert r.passed and r.points == 3, r.message
+
+
+def test_mlm_refuses_delegation():
+    assert_delegates(check_mlm_mask(mlm_mask), "course_lib.models.bert.mlm_mask")
 
 
 def test_mlm_stub_in_place_and_wrong_p():
@@ -150,13 +176,13 @@ def test_mlm_stub_in_place_and_wrong_p():
     assert_not_attempted(check_mlm_mask(stub))
 
     def in_place(input_ids, mask_token_id, vocab_size, p=0.15, special_ids=()):
-        out, labels = mlm_mask(input_ids.clone(), mask_token_id, vocab_size, p, special_ids)
+        out, labels = MLM(input_ids.clone(), mask_token_id, vocab_size, p, special_ids)
         input_ids.copy_(out)
         return out, labels
     assert "in place" in check_mlm_mask(in_place).message
 
     def fixed_p(input_ids, mask_token_id, vocab_size, p=0.15, special_ids=()):
-        return mlm_mask(input_ids, mask_token_id, vocab_size, 0.15, special_ids)
+        return MLM(input_ids, mask_token_id, vocab_size, 0.15, special_ids)
     r = check_mlm_mask(fixed_p)
     assert not r.passed and "expected p=0.4" in r.message
 
@@ -205,10 +231,20 @@ def shift_in_place(labels, decoder_start_token_id, pad_token_id):
     return torch.cat([torch.full_like(labels[:, :1], decoder_start_token_id), labels[:, :-1]], dim=1)
 
 
-@pytest.mark.parametrize("impl", [shift_right, shift_clone_style])
+@pytest.mark.parametrize("impl", [solved("check_shift_right"), shift_clone_style])
 def test_shift_right_accepts_correct(impl):
     r = check_shift_right(impl)
     assert r.passed and r.points == 2, r.message
+
+
+def shift_import_inside(labels, decoder_start_token_id, pad_token_id):
+    from course_lib.models import t5
+    return t5.shift_right(labels, decoder_start_token_id, pad_token_id)
+
+
+@pytest.mark.parametrize("impl", [shift_right, shift_import_inside])
+def test_shift_right_refuses_delegation(impl):
+    assert_delegates(check_shift_right(impl), "course_lib.models.t5.shift_right")
 
 
 def test_shift_right_stub():
@@ -309,10 +345,21 @@ class NotCausalGPT(GPTBase):
         return self.run(ids, causal=False)
 
 
-@pytest.mark.parametrize("cls", [ReferenceMiniGPT, GoodGPT, GPTNoHeadModule])
+@pytest.mark.parametrize("cls", [solved("check_gpt_forward", "MiniGPT"), GoodGPT, GPTNoHeadModule])
 def test_gpt_forward_accepts_correct(cls):
     r = check_gpt_forward(cls)
     assert r.passed and r.points == 3, r.message
+
+
+class GPTViaLibrary(GPT):
+    def forward(self, ids):
+        return super().forward(ids).logits
+
+
+@pytest.mark.parametrize("cls,used", [(GPTViaLibrary, "course_lib.models.gpt.GPT"),
+                                      (ReferenceMiniGPT, "course_lib.checks.models.ReferenceMiniGPT")])
+def test_gpt_forward_refuses_delegation(cls, used):
+    assert_delegates(check_gpt_forward(cls), used)
 
 
 def test_gpt_forward_stub_and_names():

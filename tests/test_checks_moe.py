@@ -7,12 +7,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib.checks import check_load_balancing_loss, check_sparse_moe, check_top_k_routing, solution
-from course_lib.checks.moe import sparse_moe_forward
+from course_lib import moe as library
 from course_lib.ffn import GatedFeedForward
 from course_lib.moe import SparseMoE as LibrarySparseMoE
 from course_lib.moe import capacity_mask, expert_capacity, load_balancing_loss, top_k_routing
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -30,10 +30,25 @@ def routing_float64_inside(router_logits, k):
     return (w / w.sum(-1, keepdim=True)).to(router_logits.dtype), i
 
 
-@pytest.mark.parametrize("impl", [top_k_routing, routing_topk_first, routing_float64_inside])
+ROUTING = solved("check_top_k_routing")
+
+
+@pytest.mark.parametrize("impl", [ROUTING, routing_topk_first, routing_float64_inside])
 def test_routing_accepts_correct_implementations(impl):
     r = check_top_k_routing(impl)
     assert r.passed and r.points == r.max_points == 2, r.message
+
+
+route = top_k_routing  # the course's answer under an alias
+
+
+def routing_via_getattr(router_logits, k):  # looked up by a computed name: caught while it runs
+    return getattr(library, "top_k_" + "routing")(router_logits, k)
+
+
+@pytest.mark.parametrize("impl", [top_k_routing, lambda x, k: route(x, k), routing_via_getattr])
+def test_routing_refuses_delegation(impl):
+    assert_delegates(check_top_k_routing(impl), "course_lib.moe.top_k_routing")
 
 
 def test_routing_stub_is_not_attempted():
@@ -43,8 +58,9 @@ def test_routing_stub_is_not_attempted():
 
 
 def _routing_in_place(router_logits, k):
-    router_logits.sub_(router_logits.max())
-    return top_k_routing(router_logits, k)
+    router_logits.sub_(router_logits.max())  # "for stability", on the caller's tensor
+    w, i = router_logits.softmax(-1).topk(k, -1)
+    return w / w.sum(-1, keepdim=True), i
 
 
 ROUTING_BAD = {
@@ -84,10 +100,20 @@ def balance_bincount(router_probs, expert_indices, n_experts):
     return n_experts * torch.dot(counts / router_probs.size(0), router_probs.mean(0))
 
 
-@pytest.mark.parametrize("impl", [load_balancing_loss, balance_loop, balance_bincount])
+@pytest.mark.parametrize("impl", [solved("check_load_balancing_loss"), balance_loop, balance_bincount])
 def test_balance_accepts_correct_implementations(impl):
     r = check_load_balancing_loss(impl)
     assert r.passed and r.points == r.max_points == 2, r.message
+
+
+def balance_import_inside(router_probs, expert_indices, n_experts):
+    from course_lib.moe import load_balancing_loss as loss
+    return loss(router_probs, expert_indices, n_experts)
+
+
+@pytest.mark.parametrize("impl", [load_balancing_loss, balance_import_inside])
+def test_balance_refuses_delegation(impl):
+    assert_delegates(check_load_balancing_loss(impl), "course_lib.moe.load_balancing_loss")
 
 
 def test_balance_stub_is_not_attempted():
@@ -151,8 +177,24 @@ class ExerciseMoE(nn.Module):
         return h, w, idx, kept
 
 
-class Reference(ExerciseMoE):
-    forward = sparse_moe_forward
+Reference = solved("check_sparse_moe", "SparseMoE")
+
+
+class LearnerMoE(ExerciseMoE):
+    """The printed answer's loop over experts, written out; flags switch on one mistake each."""
+    residual, in_place = True, False
+
+    def forward(self, x):
+        B, T, C = x.shape
+        h, w, idx, kept = self.routed(x)
+        y = torch.zeros_like(h)  # (N, C)
+        for e, expert in enumerate(self.experts):
+            token, choice = torch.where((idx == e) & kept)
+            y = y.index_add(0, token, expert(h[token]) * w[token, choice, None])
+        out = x + y.view(B, T, C) if self.residual else y.view(B, T, C)
+        if self.in_place:
+            x.add_(0.0).mul_(2.0)
+        return out
 
 
 class DenseLoop(ExerciseMoE):  # every expert on every token, weights 0 where unused: the definition
@@ -164,6 +206,17 @@ class DenseLoop(ExerciseMoE):  # every expert on every token, weights 0 where un
         return out.view_as(x)
 
 
+class Stub(ExerciseMoE):
+    def forward(self, x):
+        raise NotImplementedError()
+
+
+@pytest.mark.parametrize("impl", [Reference, LearnerMoE, DenseLoop])
+def test_moe_accepts_correct_implementations(impl):
+    r = check_sparse_moe(impl)
+    assert r.passed and r.points == r.max_points == 4, r.message
+
+
 class ViaLibrary(ExerciseMoE):  # the course's own layer, loaded with the same weights
     def forward(self, x):
         lib = LibrarySparseMoE(self.gate.in_features, self.experts[0].up_proj.out_features, self.n_experts,
@@ -172,15 +225,8 @@ class ViaLibrary(ExerciseMoE):  # the course's own layer, loaded with the same w
         return x + lib(x)
 
 
-class Stub(ExerciseMoE):
-    def forward(self, x):
-        raise NotImplementedError()
-
-
-@pytest.mark.parametrize("impl", [Reference, DenseLoop, ViaLibrary])
-def test_moe_accepts_correct_implementations(impl):
-    r = check_sparse_moe(impl)
-    assert r.passed and r.points == r.max_points == 4, r.message
+def test_moe_refuses_delegation():
+    assert_delegates(check_sparse_moe(ViaLibrary), "course_lib.moe.SparseMoE")
 
 
 def test_moe_stub_is_not_attempted():
@@ -209,9 +255,8 @@ class DroppedZeroed(ExerciseMoE):
         return out.view_as(x)
 
 
-class NoResidual(ExerciseMoE):
-    def forward(self, x):
-        return sparse_moe_forward(self, x) - x
+class NoResidual(LearnerMoE):
+    residual = False
 
 
 class CapacityIgnored(ExerciseMoE):
@@ -224,11 +269,8 @@ class CapacityIgnored(ExerciseMoE):
         return x + y.view_as(x)
 
 
-class InPlace(ExerciseMoE):
-    def forward(self, x):
-        out = sparse_moe_forward(self, x)
-        x.add_(0.0).mul_(2.0)
-        return out
+class InPlace(LearnerMoE):
+    in_place = True
 
 
 MOE_BAD = {"weights_ignored": WeightsIgnored, "dropped_zeroed": DroppedZeroed, "no_residual": NoResidual,

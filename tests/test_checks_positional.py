@@ -11,7 +11,7 @@ from course_lib import positional as ref
 from course_lib.checks import (check_alibi_slopes, check_apply_rope, check_apply_rope_half,
                                check_relative_position_bucket, check_sinusoidal_encoding, solution)
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -46,10 +46,23 @@ def sinusoidal_exp_log(T, d):  # correct: exp/log frequencies, slice assignment,
     return pe
 
 
-@pytest.mark.parametrize("impl", [ref.sinusoidal_encoding, sinusoidal_loops, sinusoidal_exp_log])
+SINUSOIDAL = solved("check_sinusoidal_encoding")
+
+
+@pytest.mark.parametrize("impl", [SINUSOIDAL, sinusoidal_loops, sinusoidal_exp_log])
 def test_sinusoidal_accepts_correct_implementations(impl):
     r = check_sinusoidal_encoding(impl)
     assert r.passed and r.points == r.max_points == 2, r.message
+
+
+def sinusoidal_import_inside(T, d):
+    from course_lib.positional import sinusoidal_encoding
+    return sinusoidal_encoding(T, d)
+
+
+@pytest.mark.parametrize("impl", [ref.sinusoidal_encoding, sinusoidal_import_inside])
+def test_sinusoidal_refuses_delegation(impl):
+    assert_delegates(check_sinusoidal_encoding(impl), "course_lib.positional.sinusoidal_encoding")
 
 
 def _learner_sinusoidal(T, d, mistake):
@@ -84,7 +97,7 @@ def test_sinusoidal_named_misconceptions_are_all_tested():
 
 
 def test_sinusoidal_wrong_dtype_is_explained():
-    r = check_sinusoidal_encoding(lambda T, d: ref.sinusoidal_encoding(T, d).double())
+    r = check_sinusoidal_encoding(lambda T, d: SINUSOIDAL(T, d).double())
     assert "dtype torch.float64, expected torch.float32" in r.message
 
 
@@ -115,10 +128,26 @@ def rope_matrix(x, positions, theta=10000.0):  # correct: builds the block-diago
     return out
 
 
-@pytest.mark.parametrize("impl", [lambda x, p, theta=10000.0: ref.apply_rope(x, p, theta), rope_complex, rope_matrix])
+@pytest.mark.parametrize("impl", [solved("check_apply_rope"), rope_complex, rope_matrix])
 def test_rope_accepts_correct_implementations(impl):
     r = check_apply_rope(impl)
     assert r.passed and r.points == 3, r.message
+
+
+def rope_via_cos_sin(x, positions, theta=10000.0):  # the angles are the course's, the rotation the learner's
+    cos, sin = ref.rope_cos_sin(positions, x.size(-1), theta, layout="adjacent")
+    if cos.dim() == 3:
+        cos, sin = cos[:, None], sin[:, None]
+    rot = torch.stack([-x[..., 1::2], x[..., 0::2]], -1).flatten(-2)  # (B, H, T, D)
+    return x * cos + rot * sin
+
+
+@pytest.mark.parametrize("impl,used", [
+    (lambda x, p, theta=10000.0: ref.apply_rope(x, p, theta), "course_lib.positional.apply_rope"),
+    (rope_via_cos_sin, "course_lib.positional.rope_cos_sin"),
+])
+def test_rope_refuses_delegation(impl, used):
+    assert_delegates(check_apply_rope(impl), used)
 
 
 def _learner_rope(x, positions, theta=10000.0, *, layout="adjacent", freqs=None, sign=1, use_arange=False,
@@ -169,12 +198,23 @@ def test_rope_named_misconceptions_are_all_tested():
 def test_rope_half_accepts_hf_style_and_diagnoses_the_reverse_layout():
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    def hf_style(x, positions, theta=10000.0):
-        cos, sin = ref.rope_cos_sin(positions if positions.dim() == 2 else positions[None], x.size(-1), theta)
-        return apply_rotary_pos_emb(x, x, cos, sin)[0]
+    def hf_style(x, positions, theta=10000.0):  # HF Llama's layout, written out: cos/sin (B, T, D), rotate_half
+        pos = positions if positions.dim() == 2 else positions[None]  # (B, T)
+        inv_freq = 1.0 / theta ** (torch.arange(0, x.size(-1), 2).float() / x.size(-1))
+        freqs = pos[..., None].float() * inv_freq  # (B, T, D/2)
+        emb = torch.cat([freqs, freqs], dim=-1)  # (B, T, D)
+        cos, sin = emb.cos()[:, None], emb.sin()[:, None]  # (B, 1, T, D)
+        half = x.size(-1) // 2
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
 
+    x, pos = torch.randn(2, 3, 5, 8), torch.arange(4, 9)  # the convention is HF's: same numbers
+    emb = torch.cat([pos[:, None] * 1e4 ** (-torch.arange(0, 8, 2) / 8)] * 2, -1)[None]  # (1, T, D)
+    torch.testing.assert_close(hf_style(x, pos), apply_rotary_pos_emb(x, x, emb.cos(), emb.sin())[0])
     assert check_apply_rope_half(hf_style).passed
+    assert check_apply_rope_half(solved("check_apply_rope_half")).passed
     assert check_apply_rope_half(lambda x, p, theta=10000.0: _learner_rope(x, p, theta, layout="half")).passed
+    assert_delegates(check_apply_rope_half(lambda x, p, theta=10000.0: ref.apply_rope(x, p, theta, layout="half")),
+                     "course_lib.positional.apply_rope")
 
 
 ROPE_HALF_BAD = {**{k: v for k, v in ROPE_BAD.items() if k not in ("half_layout", "mixed_layout")},
@@ -229,10 +269,21 @@ def slopes_torch(n):  # correct: vectorised
     return torch.cat([base, extra]).float()
 
 
-@pytest.mark.parametrize("impl", [ref.alibi_slopes, slopes_recursive, slopes_torch])
+ALIBI = solved("check_alibi_slopes")
+
+
+@pytest.mark.parametrize("impl", [ALIBI, slopes_recursive, slopes_torch])
 def test_alibi_accepts_correct_implementations(impl):
     r = check_alibi_slopes(impl)
     assert r.passed, r.message
+
+
+alibi = ref.alibi_slopes  # an alias made at module level
+
+
+@pytest.mark.parametrize("impl", [ref.alibi_slopes, lambda n: alibi(n)])
+def test_alibi_refuses_delegation(impl):
+    assert_delegates(check_alibi_slopes(impl), "course_lib.positional.alibi_slopes")
 
 
 def plain_geometric(n):
@@ -253,8 +304,8 @@ def first_extras(n):
     return torch.tensor(geo(p) + geo(2 * p)[: n - p])
 
 
-def sorted_slopes(n):
-    return ref.alibi_slopes(n).sort(descending=True).values
+def sorted_slopes(n):  # the right slopes (as the learner computed them), then sorted
+    return ALIBI(n).sort(descending=True).values
 
 
 ALIBI_BAD = {"non_power_of_two": plain_geometric, "starts_at_one": from_zero,
@@ -271,7 +322,7 @@ def test_alibi_named_misconceptions_are_all_tested():
 
 
 def test_alibi_list_instead_of_tensor_is_explained():
-    r = check_alibi_slopes(lambda n: ref.alibi_slopes(n).tolist())
+    r = check_alibi_slopes(lambda n: ALIBI(n).tolist())
     assert "should be a torch.Tensor, got list" in r.message
 
 
@@ -294,10 +345,21 @@ def bucket_python(relative_position, bidirectional=True, num_buckets=32, max_dis
     return torch.tensor(flat, dtype=torch.long).reshape(relative_position.shape)  # back to the input's shape
 
 
-@pytest.mark.parametrize("impl", [ref.relative_position_bucket, bucket_python])
+BUCKET = solved("check_relative_position_bucket")
+
+
+@pytest.mark.parametrize("impl", [BUCKET, bucket_python])
 def test_t5_accepts_correct_implementations(impl):
     r = check_relative_position_bucket(impl)
     assert r.passed, r.message
+
+
+def bucket_via_library(relative_position, bidirectional=True, num_buckets=32, max_distance=128):
+    return ref.relative_position_bucket(relative_position, bidirectional, num_buckets, max_distance)
+
+
+def test_t5_refuses_delegation():
+    assert_delegates(check_relative_position_bucket(bucket_via_library), "course_lib.positional.relative_position_bucket")
 
 
 def _learner_bucket(rp, bidirectional=True, num_buckets=32, max_distance=128, *, flip=False, clamp=True,
@@ -335,5 +397,5 @@ def test_t5_named_misconceptions_are_all_tested():
 
 
 def test_t5_int32_output_is_explained():
-    r = check_relative_position_bucket(lambda *a: ref.relative_position_bucket(*a).int())
+    r = check_relative_position_bucket(lambda *a: BUCKET(*a).int())
     assert "dtype torch.int32, expected torch.int64" in r.message

@@ -9,16 +9,14 @@ from course_lib import ssm
 from course_lib.checks import check_selective_scan
 from course_lib.checks.ssm import selective_scan_reference
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
+SCAN = solved("check_selective_scan")  # the printed learner-level answer
+
 
 # ------------------------------------------------------------------ correct implementations
-def scan_library_parallel(x, delta, A, B, C, D):
-    return ssm.selective_scan(x, delta, A, B, C, D, mode="parallel")
-
-
 def scan_einsum(x, delta, A, B, C, D):
     Bsz, T, E = x.shape
     state = torch.zeros(Bsz, E, A.shape[1], dtype=x.dtype)
@@ -32,7 +30,17 @@ def scan_einsum(x, delta, A, B, C, D):
 
 
 def scan_float64_inside(x, delta, A, B, C, D):
-    return selective_scan_reference(*(a.double() for a in (x, delta, A, B, C, D))).to(x.dtype)
+    return SCAN(*(a.double() for a in (x, delta, A, B, C, D))).to(x.dtype)
+
+
+def scan_with_library_recurrence(x, delta, A, B, C, D):
+    """Discretise and read out by hand, but leave the recurrence h_t = a_t h_(t-1) + b_t, the heart of
+    the exercise, to lesson 14's scan_sequential: refused."""
+    dt = delta.unsqueeze(-1)  # (B, T, E, 1)
+    a = torch.exp(dt * A)  # (B, T, E, N)
+    b = dt * B.unsqueeze(2) * x.unsqueeze(-1)  # (B, T, E, N)
+    h = ssm.scan_sequential(a, b)  # (B, T, E, N)
+    return (h * C.unsqueeze(2)).sum(-1) + D * x
 
 
 def scan_per_channel(x, delta, A, B, C, D):
@@ -46,11 +54,23 @@ def scan_per_channel(x, delta, A, B, C, D):
     return y
 
 
-@pytest.mark.parametrize("impl", [selective_scan_reference, scan_library_parallel, scan_einsum,
-                                  scan_float64_inside, scan_per_channel])
+@pytest.mark.parametrize("impl", [SCAN, scan_einsum, scan_float64_inside, scan_per_channel])
 def test_accepts_correct_implementations(impl):
     r = check_selective_scan(impl)
     assert r.passed and r.points == r.max_points == 4, r.message
+
+
+def scan_library_parallel(x, delta, A, B, C, D):
+    return ssm.selective_scan(x, delta, A, B, C, D, mode="parallel")
+
+
+@pytest.mark.parametrize("impl,used", [
+    (scan_library_parallel, "course_lib.ssm.selective_scan"),
+    (selective_scan_reference, "course_lib.checks.ssm.selective_scan_reference"),
+    (scan_with_library_recurrence, "course_lib.ssm.scan_sequential"),
+])
+def test_refuses_delegation(impl, used):
+    assert_delegates(check_selective_scan(impl), used)
 
 
 def test_stub_is_not_attempted():
@@ -60,7 +80,7 @@ def test_stub_is_not_attempted():
 
 
 def test_wrong_shape_is_explained():
-    r = check_selective_scan(lambda x, delta, A, B, C, D: selective_scan_reference(x, delta, A, B, C, D)[:, -1])
+    r = check_selective_scan(lambda x, delta, A, B, C, D: SCAN(x, delta, A, B, C, D)[:, -1])
     assert not r.passed and "shape" in r.message
 
 
@@ -112,16 +132,22 @@ def output_before_update(x, delta, A, B, C, D):
 
 
 def swapped_B_C(x, delta, A, B, C, D):
-    return selective_scan_reference(x, delta, A, C, B, D)
+    def step(h, t, dt):
+        h = (dt * A).exp() * h + dt * C[:, t].unsqueeze(1) * x[:, t].unsqueeze(-1)  # C writes ...
+        return h, (h * B[:, t].unsqueeze(1)).sum(-1) + D * x[:, t]  # ... and B reads
+    return _learner(x, delta, A, B, C, D, step)
 
 
 def no_skip(x, delta, A, B, C, D):
-    return ssm.selective_scan(x, delta, A, B, C)
+    def step(h, t, dt):
+        h = (dt * A).exp() * h + dt * B[:, t].unsqueeze(1) * x[:, t].unsqueeze(-1)
+        return h, (h * C[:, t].unsqueeze(1)).sum(-1)  # forgot + D * x_t
+    return _learner(x, delta, A, B, C, D, step)
 
 
 def mutates_input(x, delta, A, B, C, D):
     x.mul_(1.0).add_(0.5)
-    return selective_scan_reference(x, delta, A, B, C, D)
+    return SCAN(x, delta, A, B, C, D)
 
 
 BAD = {"raw_A": raw_A, "no_delta_in_A": no_delta_in_A, "no_delta_in_B": no_delta_in_B,

@@ -3,9 +3,9 @@ named misconception, written as a learner would write it, is diagnosed."""
 import pytest
 
 from course_lib.checks import check_bpe_merge
-from course_lib.tokenizers import merge_pair
+from course_lib.tokenizers import ByteBPETokenizer, merge_pair
 
-from helpers import assert_all_tested, assert_diagnosed, assert_not_attempted
+from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted, solved
 
 pytestmark = pytest.mark.usefixtures("quiet_checks")
 
@@ -20,9 +20,26 @@ def merge_with_index(ids, pair, new_id):  # correct, written another way
     return out
 
 
-@pytest.mark.parametrize("impl", [merge_pair, merge_with_index])
+@pytest.mark.parametrize("impl", [solved("check_bpe_merge"), merge_with_index])
 def test_accepts_correct(impl):
     assert check_bpe_merge(impl).passed
+
+
+def merge_import_inside(ids, pair, new_id):
+    from course_lib import tokenizers
+    return tokenizers.merge_pair(ids, pair, new_id)
+
+
+def merge_via_tokenizer(ids, pair, new_id):  # the trained tokenizer's own encoder does the merging
+    tok = ByteBPETokenizer([tuple(pair)])
+    return [new_id if t == 256 else t for t in tok._encode_chunk(bytes(ids))]
+
+
+@pytest.mark.parametrize("impl,used", [(merge_pair, "course_lib.tokenizers.merge_pair"),
+                                       (merge_import_inside, "course_lib.tokenizers.merge_pair"),
+                                       (merge_via_tokenizer, "course_lib.tokenizers.ByteBPETokenizer")])
+def test_refuses_delegation(impl, used):
+    assert_delegates(check_bpe_merge(impl), used)
 
 
 def test_stub():

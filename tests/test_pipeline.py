@@ -154,7 +154,7 @@ def test_grader_scores_a_partly_done_notebook_and_survives_errors(tmp_path):
     for c in nb.cells:  # the learner solves softmax, and breaks a cell with a syntax error
         if "def softmax" in c.source:
             c.source = c.source.replace("# YOUR CODE HERE\n    raise NotImplementedError()",
-                                        "return torch.softmax(x, dim)")
+                                        "e = (x - x.amax(dim, keepdim=True)).exp()\n    return e / e.sum(dim, keepdim=True)")
         if "def causal_mask" in c.source:
             c.source = "def causal_mask(T:\n" + c.source
     path = tmp_path / "learner.ipynb"

@@ -315,3 +315,128 @@ def test_unigram_from_hf_rejects_other_models():
         UnigramTokenizer.from_hf(Tokenizer(models.BPE()))
     with pytest.raises(ValueError, match="no unknown piece"):
         UnigramTokenizer.from_hf(Tokenizer(models.Unigram([("a", -1.0)], None, False)))
+
+
+# --------------------------------------------------------------------------- streaming: encode_iterable
+SPECIALS = ["<|endoftext|>", "<|end|>"]  # one is a prefix of the other: the longer must win
+TRICKY = ("He'll say 'tis   so.\n\n  <|endoftext|>café 你好🎉 x<|end|><|endoftext|>  'll's'\t\n 12345"
+          " <|endof <|end|  \n")  # contractions, space runs, multi-byte characters, specials and near-specials
+
+
+@pytest.fixture(scope="module")
+def streaming_tok():
+    return ByteBPETokenizer.train(shakespeare_text(100_000), 256 + 300 + len(SPECIALS), SPECIALS)
+
+
+def test_encode_iterable_equals_encode_on_the_whole_corpus_read_line_by_line(tmp_path, streaming_tok):
+    text = "<|endoftext|>".join(shakespeare_text().split("\n\n"))  # a special token between speeches
+    assert text.count("<|endoftext|>") > 5000
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    expected = streaming_tok.encode(text)
+    with open(path, encoding="utf-8") as lines:
+        assert list(streaming_tok.encode_iterable(lines)) == expected
+    streaming_tok._BATCH = 1  # no batching: every line is cut at its own settled point
+    try:
+        assert list(streaming_tok.encode_iterable(text.splitlines(keepends=True))) == expected
+    finally:
+        del streaming_tok._BATCH
+
+
+def test_encode_iterable_at_every_split_point_of_a_tricky_string(streaming_tok):
+    """Two cuts anywhere (inside "'ll", a run of spaces, a multi-byte character's neighbours, a special
+    token or a string that only starts like one) and one character at a time: the ids of the whole."""
+    tok, text = streaming_tok, TRICKY
+    expected = tok.encode(text)
+    tok._BATCH = 1
+    try:
+        for i in range(len(text) + 1):
+            for j in range(i, len(text) + 1):
+                pieces = [text[:i], text[i:j], text[j:]]
+                assert list(tok.encode_iterable(pieces)) == expected, pieces
+        assert list(tok.encode_iterable(iter(text))) == expected
+        rng = random.Random(0)
+        alphabet = ["a", "b", " ", "  ", "'", "l", "s", "\n", "é", "🎉", "1", ".", "<|", "|>", *SPECIALS]
+        for _ in range(300):
+            s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+            cuts = sorted(rng.randint(0, len(s)) for _ in range(rng.randint(0, 6)))
+            pieces = [s[a:b] for a, b in zip([0, *cuts], [*cuts, len(s)])]
+            assert list(tok.encode_iterable(pieces)) == tok.encode(s), pieces
+    finally:
+        del tok._BATCH
+
+
+def test_encoding_pieces_separately_would_differ(streaming_tok):
+    """The test above can fail: encoding each piece on its own gives other ids at most cuts."""
+    tok, text = streaming_tok, TRICKY
+    differ = sum(tok.encode(text[:i]) + tok.encode(text[i:]) != tok.encode(text) for i in range(len(text) + 1))
+    assert differ > len(text) // 3
+
+
+def test_encode_iterable_is_lazy(streaming_tok):
+    read = []
+
+    def lines():
+        for line in shakespeare_text().splitlines(keepends=True):
+            read.append(len(line))
+            yield line
+
+    ids = streaming_tok.encode_iterable(lines())
+    first = next(ids)
+    assert first == streaming_tok.encode(shakespeare_text(100))[0]
+    assert sum(read) <= 2 * streaming_tok._BATCH  # a few KB read, not the 1.1 MB corpus
+    with pytest.raises(TypeError, match="reads str pieces"):
+        list(streaming_tok.encode_iterable([b"bytes"]))
+
+
+def test_encode_iterable_memory_stays_bounded_on_a_large_file(tmp_path, streaming_tok):
+    """tracemalloc: streaming a 0.7 MB generated file line by line needs a batch of text and its ids
+    (tens of KB) whatever the file's size, while `encode` holds every chunk and every id at once.
+    Both run with the chunk cache already filled, so the peaks compare the work itself; the cache
+    has a fixed number of entries (the next test). The file is small because tracemalloc
+    makes every allocation several times slower."""
+    import time
+    import tracemalloc
+    from itertools import islice
+    text = shakespeare_text()
+    path = tmp_path / "large.txt"
+    path.write_text(text[:600_000] + "<|endoftext|>" + text[:100_000].swapcase(), encoding="utf-8")
+    tok = ByteBPETokenizer(streaming_tok.merges, SPECIALS)
+    tok._CACHE_SIZE = 1 << 20  # room for every chunk of this file: the peaks measure the work alone
+    whole = path.read_text(encoding="utf-8")
+    n_ids = len(tok.encode(whole))  # fills the cache
+    peaks, count = [], 0
+    t0 = time.perf_counter()
+    tracemalloc.start()
+    try:
+        with open(path, encoding="utf-8") as lines:
+            ids = tok.encode_iterable(lines)
+            while True:  # parts of 40,000 ids (the last one shorter); keep no id
+                n = sum(1 for _ in islice(ids, 40_000))  # (sum adds in C: no int objects are made)
+                count += n
+                peaks.append(tracemalloc.get_traced_memory()[1])
+                tracemalloc.reset_peak()
+                if n < 40_000:
+                    break
+        t1 = time.perf_counter()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        assert len(tok.encode(whole)) == n_ids
+        encode_peak = tracemalloc.get_traced_memory()[1] - base
+        t2 = time.perf_counter()
+    finally:
+        tracemalloc.stop()
+    print(f"{len(whole) / 1e6:.1f} MB: encode_iterable peak {max(peaks) / 1e3:.0f} KB (by part of 40,000 "
+          f"ids: {[round(p / 1e3) for p in peaks]}), encode peak {encode_peak / 1e6:.1f} MB; traced times "
+          f"{t1 - t0:.1f} s and {t2 - t1:.1f} s")
+    assert count == n_ids and len(peaks) > 5
+    assert max(peaks) < 300e3 and max(peaks) * 50 < encode_peak
+    assert max(peaks[1:]) < 2 * peaks[0] + 50e3  # flat: more text does not need more memory
+
+
+def test_the_chunk_cache_has_a_fixed_size(streaming_tok):
+    tok = ByteBPETokenizer(streaming_tok.merges, SPECIALS)
+    tok._CACHE_SIZE = 100
+    words = [f" w{i}" for i in range(1000)]  # 1000 distinct chunks
+    assert tok.encode("".join(words)) == [i for w in words for i in streaming_tok.encode(w)]
+    assert 0 < len(tok._cache) <= 100

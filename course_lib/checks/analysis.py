@@ -71,7 +71,8 @@ def previous_token_score(attn: torch.Tensor) -> torch.Tensor:
 """
 
 
-@register("check_previous_token_score", points=2, reference=PREVIOUS_SOLUTION,
+@register("check_previous_token_score", minutes=15,
+          forbid=('course_lib.analysis.previous_token_score', 'course_lib.analysis.HeadPatterns', 'course_lib.checks'), points=2, reference=PREVIOUS_SOLUTION,
           misconceptions=PREVIOUS_MISCONCEPTIONS,
           hint="Rows are queries, columns keys. The weight query i puts on the token before it is "
                "attn[..., i, i-1], for i = 1..T-1: the sub-diagonal, "

@@ -40,7 +40,8 @@ def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 """
 
 
-@register("check_softmax", points=2, reference=SOFTMAX_SOLUTION, misconceptions=SOFTMAX_MISCONCEPTIONS,
+@register("check_softmax", minutes=15,
+          forbid=('torch.softmax', 'torch.nn.functional.softmax', 'torch.Tensor.softmax', 'torch.special.softmax', 'torch.nn.Softmax', 'torch.log_softmax', 'torch.nn.functional.log_softmax', 'torch.Tensor.log_softmax', 'course_lib.attention.softmax', 'course_lib.checks'), points=2, reference=SOFTMAX_SOLUTION, misconceptions=SOFTMAX_MISCONCEPTIONS,
           hint="Exponentiate, then divide by the sum along `dim` (keepdim=True so it broadcasts). "
                "For stability subtract x.amax(dim, keepdim=True) first: softmax(x) = softmax(x - c).")
 def check_softmax(learner):
@@ -121,7 +122,8 @@ def scaled_dot_product_attention(q, k, v, mask=None):
 """
 
 
-@register("check_scaled_dot_product_attention", points=3, reference=SDPA_SOLUTION,
+@register("check_scaled_dot_product_attention", minutes=20,
+          forbid=('torch.nn.functional.scaled_dot_product_attention', 'torch.nn.MultiheadAttention', 'torch.nn.functional.multi_head_attention_forward', 'course_lib.attention.scaled_dot_product_attention', 'course_lib.attention.attend', 'course_lib.attention.attention_weights', 'course_lib.attention.MultiHeadAttention', 'course_lib.efficient_attention.online_softmax_attention', 'course_lib.efficient_attention.sliding_window_attention', 'course_lib.checks'), points=3, reference=SDPA_SOLUTION,
           misconceptions=SDPA_MISCONCEPTIONS,
           hint="scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)); where the mask is False put "
                "-inf (scores.masked_fill(~mask, float('-inf'))); softmax over the last axis; "
@@ -174,7 +176,8 @@ def causal_mask(T: int) -> torch.Tensor:
 """
 
 
-@register("check_causal_mask", points=1, reference=CAUSAL_MASK_SOLUTION, misconceptions=CAUSAL_MISCONCEPTIONS,
+@register("check_causal_mask", minutes=5,
+          forbid=('course_lib.attention.causal_mask', 'course_lib.attention.position_mask', 'course_lib.checks'), points=1, reference=CAUSAL_MASK_SOLUTION, misconceptions=CAUSAL_MISCONCEPTIONS,
           hint="Row i is the query at position i; it may see keys 0..i. That is the lower triangle "
                "of a (T, T) boolean matrix: torch.tril(...).")
 def check_causal_mask(learner):
@@ -266,7 +269,8 @@ class MultiHeadAttention(nn.Module):
 """
 
 
-@register("check_multi_head_attention", points=4, reference=MHA_SOLUTION,
+@register("check_multi_head_attention", minutes=30,
+          forbid=('torch.nn.functional.scaled_dot_product_attention', 'torch.nn.MultiheadAttention', 'torch.nn.functional.multi_head_attention_forward', 'course_lib.attention.MultiHeadAttention', 'course_lib.attention.CrossAttention', 'course_lib.checks'), points=4, reference=MHA_SOLUTION,
           misconceptions=MHA_MISCONCEPTIONS,
           hint="Project x with q_proj/k_proj/v_proj, split C into H heads of D = C // H: "
                ".view(B, T, H, D).transpose(1, 2) -> (B, H, T, D). Attend per head (scale by "

@@ -13,12 +13,17 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
+
+from .delegation import Rules
 
 _CHECKS_DIR = os.path.dirname(os.path.abspath(__file__))
 _QUIET = False  # set by tests to keep their output short
@@ -77,14 +82,66 @@ class Mismatch(Exception):
         self.reason, self.detail, self.misconception = reason, detail, misconception
 
 
-def call_learner(fn: Callable, *args, **kwargs):
-    """Call learner code; NotImplementedError -> NotAttempted, anything else -> LearnerError."""
+class TooSlow(Exception):
+    """Raised inside the learner's code when a call runs past the check's time limit."""
+
+
+# the check now running: its forbid rules and time limit, read by call_learner
+_ACTIVE: dict[str, Any] = {}
+
+
+@contextmanager
+def _time_limit(seconds: float | None):
+    """Interrupt the learner's code after `seconds` (POSIX main thread; elsewhere no limit)."""
+    usable = (seconds and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not usable:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise TooSlow(f"did not finish within {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, stop)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)  # and again every 0.5 s, should their code catch it
     try:
-        return fn(*args, **kwargs)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def call_learner(fn: Callable, *args, **kwargs):
+    """Call learner code; NotImplementedError -> NotAttempted, anything else -> LearnerError.
+
+    While it runs, the check's forbidden functions are watched (a call from the learner's code
+    fails the check) and a time limit applies (an endless loop becomes a failed verdict)."""
+    rules, learner = _ACTIVE.get("rules"), _ACTIVE.get("learner", fn)
+    try:
+        with _time_limit(_ACTIVE.get("timeout")):
+            if rules:
+                with rules.watch(learner) as tripped:
+                    out = fn(*args, **kwargs)
+                if tripped:
+                    raise Delegates(tripped, rules)
+                return out
+            return fn(*args, **kwargs)
+    except (NotAttempted, Delegates):
+        raise
     except NotImplementedError as exc:
         raise NotAttempted() from exc
+    except TooSlow as exc:
+        raise Mismatch(f"your code {exc}: look for a loop that never ends (or make it faster)") from None
     except Exception as exc:  # noqa: BLE001 - the learner's exception, reported not raised
         raise LearnerError(exc) from exc
+
+
+class Delegates(Exception):
+    """The learner's code used something the exercise asks them to write themselves."""
+
+    def __init__(self, used: list[str], rules: Rules):
+        self.used, self.rules = used, rules
+        super().__init__(", ".join(used))
 
 
 # ------------------------------------------------------------------ tolerances and comparison
@@ -159,35 +216,79 @@ class Check:
     hint: str
     reference: Any  # shown by solution(name): the exercise's answer as code, with its imports
     misconceptions: dict[str, str] = field(default_factory=dict)  # key -> explanation
+    idea: str = ""  # the second hint tier: hint(name, 2)
+    forbid: Rules = field(default_factory=lambda: Rules(()))  # what the learner's code may not use
+    timeout: float = 60.0  # seconds per call of the learner's code
+    minutes: int = 0  # the expected time for a learner, stated in the exercise
+
+
+DELEGATES = "delegates"  # the misconception key of a forbidden use
 
 
 def register(name: str, *, points: int, hint: str, reference: Any,
-             misconceptions: dict[str, str] | None = None):
-    """Decorator: turn `body(learner) -> (n_cases)` raising Mismatch into a public check."""
+             misconceptions: dict[str, str] | None = None, idea: str = "",
+             forbid: tuple[str, ...] = (), timeout: float = 60.0, minutes: int = 0):
+    """Decorator: turn `body(learner) -> (n_cases)` raising Mismatch into a public check.
+
+    `hint` is the nudge (tier 1), `idea` the idea (tier 2), `reference` the code (tier 3,
+    printed by solution(name)). `forbid` lists what the learner's code may not use (dotted
+    names: functions, Tensor methods, classes, modules; see delegation.py). `timeout` is the
+    time limit of each call of the learner's code; `minutes` the time a learner should expect."""
 
     def wrap(body: Callable):
-        def check(learner: Any, *, quiet: bool = False) -> CheckResult:
-            result = run(name, body, learner)
+        if name in REGISTRY and REGISTRY[name].func.__module__ != body.__module__:
+            raise ValueError(f"{name} is already registered by {REGISTRY[name].func.__module__}: "
+                             "choose another name for the new check (or reuse that one)")
+
+        def check(learner: Any, *more: Any, quiet: bool = False, **options: Any) -> CheckResult:
+            result = run(name, body, learner, *more, **options)
             RESULTS[name] = result
             if not (quiet or _QUIET):
                 print(format_result(result))
             return result
 
         check.__name__ = check.__qualname__ = name
+        check.__module__ = body.__module__
         check.__doc__ = f"Grade your implementation; prints a verdict and returns a CheckResult.\n\n{hint}"
-        REGISTRY[name] = Check(name, check, points, hint, reference, dict(misconceptions or {}))
+        REGISTRY[name] = Check(name, check, points, hint, reference, dict(misconceptions or {}),
+                               idea, Rules(forbid), timeout, minutes)
         return check
 
     return wrap
 
 
-def run(name: str, body: Callable, learner: Any) -> CheckResult:
-    pts = REGISTRY[name].max_points
+def _not_allowed(name: str, used: list[str], rules: Rules) -> CheckResult:
+    return CheckResult(name, False, f"not allowed here: your code uses {', '.join(used)}; this exercise "
+                       "asks you to write it yourself", 0, REGISTRY[name].max_points,
+                       detail=f"Not allowed in this exercise: {rules.describe()}. Plain tensor "
+                       "operations (+, *, @, exp, sum, max, ...) and your own helpers are fine.",
+                       misconception=DELEGATES)
+
+
+def run(name: str, body: Callable, learner: Any, *more: Any, **options: Any) -> CheckResult:
+    spec = REGISTRY[name]
+    pts = spec.max_points
     if learner is None:
         return CheckResult(name, False, "nothing to check: pass your function or class, "
                            f"e.g. {name}(my_function)", 0, pts)
     try:
-        n = body(learner)
+        used = spec.forbid.static_uses(learner)
+    except Exception:  # noqa: BLE001 - reading odd code must not break the check; watching still runs
+        used = []
+    if used:
+        return _not_allowed(name, used, spec.forbid)
+    try:
+        inspect.signature(body).bind(learner, *more, **options)
+    except TypeError as exc:
+        return CheckResult(name, False, f"{name} was called with the wrong arguments ({exc}); see "
+                           f"hint('{name}')", 0, pts)
+    outer = dict(_ACTIVE)  # a check may run another (the capstone runs the component checks)
+    _ACTIVE.clear()
+    _ACTIVE.update(rules=spec.forbid, learner=learner, timeout=spec.timeout)
+    try:
+        n = body(learner, *more, **options)
+    except Delegates as d:
+        return _not_allowed(name, d.used, d.rules)
     except NotAttempted:
         return CheckResult(name, False, "not attempted yet: replace the "
                            "`raise NotImplementedError` line with your code", 0, pts,
@@ -202,7 +303,12 @@ def run(name: str, body: Callable, learner: Any) -> CheckResult:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         return CheckResult(name, False, f"the checker itself failed ({type(exc).__name__}: {exc}); "
                            "please report this", 0, pts, detail=tb)
-    return CheckResult(name, True, f"passed all {n} cases", pts, pts, status="passed", cases=n)
+    finally:
+        _ACTIVE.clear()
+        _ACTIVE.update(outer)
+    n, note = n if isinstance(n, tuple) else (n, "")  # a body may add a note: (n_cases, "half-split pairs")
+    return CheckResult(name, True, f"passed all {n} cases" + (f" ({note})" if note else ""), pts, pts,
+                       status="passed", cases=n)
 
 
 def format_result(r: CheckResult) -> str:
@@ -235,13 +341,20 @@ def diagnose(learner_outs: list, variants: dict[str, Callable[[], list]],
     return None
 
 
-def hint(name: str) -> None:
-    """Print the hint of a check, e.g. hint('check_softmax')."""
+def hint(name: str, level: int = 1) -> None:
+    """Print a hint of a check: hint('check_softmax') is a nudge, hint('check_softmax', 2) the
+    idea; solution('check_softmax') prints the code."""
     name = name if name.startswith("check_") else f"check_{name}"
     if name not in REGISTRY:
         print(f"No check called {name!r}. Known: {', '.join(sorted(REGISTRY))}")
         return
-    print(f"💡 {name}: {REGISTRY[name].hint}")
+    spec = REGISTRY[name]
+    if level >= 2 and spec.idea:
+        print(f"💡💡 {name}: {spec.idea}\n   Still stuck? solution('{name}') prints the code.")
+    elif spec.idea:
+        print(f"💡 {name}: {spec.hint}\n   More: hint('{name}', 2) gives the idea.")
+    else:
+        print(f"💡 {name}: {spec.hint}")
 
 
 def solution(name: str) -> None:

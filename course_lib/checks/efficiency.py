@@ -188,7 +188,8 @@ def quantize_per_channel(w):
 """
 
 
-@register("check_quantize_per_channel", points=3, reference=QUANT_SOLUTION,
+@register("check_quantize_per_channel", minutes=20,
+          forbid=('torch.quantize_per_channel', 'torch.ao', 'course_lib.quantization.quantize_per_channel', 'course_lib.checks'), points=3, reference=QUANT_SOLUTION,
           misconceptions=QUANT_MISCONCEPTIONS,
           hint="absmax = w.abs().amax(dim=1) (one per output row); scale = absmax / 127, but 1.0 where absmax "
                "is 0; q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8). Return (q, scale).")

@@ -43,7 +43,8 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 """
 
 
-@register("check_repeat_kv", points=2, reference=REPEAT_KV_SOLUTION, misconceptions=REPEAT_KV_MISCONCEPTIONS,
+@register("check_repeat_kv", minutes=10,
+          forbid=('course_lib.attention.repeat_kv', 'course_lib.checks'), points=2, reference=REPEAT_KV_SOLUTION, misconceptions=REPEAT_KV_MISCONCEPTIONS,
           hint="(B, H_kv, T, D) -> (B, H_kv * n_rep, T, D) with each kv head copied n_rep times *next to "
                "itself*: x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D).")  # (B, H_kv, T, D) -> (B, H, T, D)
 def check_repeat_kv(learner):
@@ -115,7 +116,8 @@ def online_softmax_attention(q, k, v, block_size):
 """
 
 
-@register("check_online_softmax_attention", points=4, reference=ONLINE_SOLUTION,
+@register("check_online_softmax_attention", minutes=40,
+          forbid=('torch.nn.functional.scaled_dot_product_attention', 'torch.nn.MultiheadAttention', 'torch.nn.functional.multi_head_attention_forward', 'course_lib.attention.scaled_dot_product_attention', 'course_lib.attention.attend', 'course_lib.efficient_attention.online_softmax_attention', 'course_lib.efficient_attention.tiled_attention', 'course_lib.checks'), points=4, reference=ONLINE_SOLUTION,
           misconceptions=ONLINE_MISCONCEPTIONS,
           hint="Keep per query m (running max, start at -inf), l (running sum, 0) and acc (0). For each key "
                "block: s = q @ kb.T / sqrt(D); m_new = max(m, s.max(-1)); c = exp(m - m_new); "
@@ -161,7 +163,8 @@ def sliding_window_mask(T, window):
 """
 
 
-@register("check_sliding_window_mask", points=2, reference=SW_MASK_SOLUTION,
+@register("check_sliding_window_mask", minutes=10,
+          forbid=('course_lib.attention.sliding_window_mask', 'course_lib.attention.position_mask', 'course_lib.efficient_attention.window_global_random_mask', 'course_lib.checks'), points=2, reference=SW_MASK_SOLUTION,
           misconceptions=SW_MASK_MISCONCEPTIONS,
           hint="Entry (i, j) is True when 0 <= i - j < window. With i = torch.arange(T)[:, None] and "
                "j = torch.arange(T)[None, :] that is one line of broadcasting.")
@@ -220,7 +223,8 @@ def sliding_window_attention(q, k, v, window):
 """
 
 
-@register("check_sliding_window_attention", points=4, reference=SW_ATTN_SOLUTION,
+@register("check_sliding_window_attention", minutes=30,
+          forbid=('torch.nn.functional.scaled_dot_product_attention', 'torch.nn.MultiheadAttention', 'torch.nn.functional.multi_head_attention_forward', 'course_lib.attention.scaled_dot_product_attention', 'course_lib.attention.attend', 'course_lib.efficient_attention.sliding_window_attention', 'course_lib.efficient_attention.sliding_window_attention_naive', 'course_lib.checks'), points=4, reference=SW_ATTN_SOLUTION,
           misconceptions=SW_ATTN_MISCONCEPTIONS,
           hint="Pad k and v with window-1 zero rows at the start (the past), k_win = k_pad.unfold(-2, window, 1) "
                "-> (B, H, T, D, w); scores = einsum('bhtd,bhtdw->bhtw', q, k_win) / sqrt(D); set the padded "
@@ -291,7 +295,8 @@ def causal_linear_attention(q, k, v):
 """
 
 
-@register("check_causal_linear_attention", points=3, reference=LINEAR_SOLUTION,
+@register("check_causal_linear_attention", minutes=25,
+          forbid=('torch.nn.functional.scaled_dot_product_attention', 'torch.nn.MultiheadAttention', 'torch.nn.functional.multi_head_attention_forward', 'course_lib.efficient_attention.causal_linear_attention', 'course_lib.efficient_attention.causal_linear_attention_parallel', 'course_lib.efficient_attention.linear_attention_recurrent', 'course_lib.checks'), points=3, reference=LINEAR_SOLUTION,
           misconceptions=LINEAR_MISCONCEPTIONS,
           hint="φ = F.elu(x) + 1. S = torch.cumsum(φk[..., :, :, None] * v[..., :, None, :], dim=-3) is "
                "(B, H, T, D, D_v); z = φk.cumsum(-2). out_t = φq_t·S_t / φq_t·z_t (einsum '...td,...tde->...te').")

@@ -264,7 +264,8 @@ def eval_at_length(model, data, length: int, n_batches: int, batch_size: int,
 """
 
 
-@register("check_eval_at_length", points=3, reference=EVAL_SOLUTION, misconceptions=MISCONCEPTIONS,
+@register("check_eval_at_length", minutes=20,
+          forbid=('course_lib.experiments.eval_at_length', 'course_lib.experiments.loss_by_position', 'course_lib.checks'), points=3, reference=EVAL_SOLUTION, misconceptions=MISCONCEPTIONS,
           hint="For each of n_batches: x, y = get_batch(data, batch_size, length, generator, device) (y is x "
                "shifted by one), logits = model(x), loss = F.cross_entropy over all B·T positions. Run it "
                "with model.eval() under torch.no_grad(), restore model.train(was_training) at the end, "

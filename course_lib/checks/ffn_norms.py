@@ -99,7 +99,8 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 """
 
 
-@register("check_gelu", points=1, reference=GELU_SOLUTION, misconceptions=GELU_MISCONCEPTIONS,
+@register("check_gelu", minutes=10,
+          forbid=('torch.nn.functional.gelu', 'torch.nn.GELU', 'course_lib.ffn.gelu', 'course_lib.ffn.gelu_tanh', 'course_lib.checks'), points=1, reference=GELU_SOLUTION, misconceptions=GELU_MISCONCEPTIONS,
           hint="GELU(x) ≈ 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))). Use math.sqrt(2 / math.pi) "
                "and torch.tanh; every operation is element-wise.")
 def check_gelu(learner):
@@ -188,7 +189,8 @@ class LayerNorm(nn.Module):
 """
 
 
-@register("check_layer_norm", points=2, reference=LAYER_NORM_SOLUTION, misconceptions=LAYER_NORM_MISCONCEPTIONS,
+@register("check_layer_norm", minutes=15,
+          forbid=('torch.nn.functional.layer_norm', 'torch.layer_norm', 'torch.nn.LayerNorm', 'course_lib.norms.LayerNorm', 'course_lib.norms.StdEpsLayerNorm', 'course_lib.checks'), points=2, reference=LAYER_NORM_SOLUTION, misconceptions=LAYER_NORM_MISCONCEPTIONS,
           hint="Over the last axis: mean = x.mean(-1, keepdim=True); var = ((x - mean)**2).mean(-1, "
                "keepdim=True) (biased); y = (x - mean) / torch.sqrt(var + eps); return y * weight + bias. "
                "weight starts at ones, bias at zeros.")
@@ -235,7 +237,8 @@ class RMSNorm(nn.Module):
 """
 
 
-@register("check_rms_norm", points=2, reference=RMS_NORM_SOLUTION, misconceptions=RMS_NORM_MISCONCEPTIONS,
+@register("check_rms_norm", minutes=10,
+          forbid=('torch.nn.functional.rms_norm', 'torch.rms_norm', 'torch.nn.RMSNorm', 'course_lib.norms.RMSNorm', 'course_lib.norms.T5LayerNorm', 'course_lib.checks'), points=2, reference=RMS_NORM_SOLUTION, misconceptions=RMS_NORM_MISCONCEPTIONS,
           hint="y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps); return weight * y. No mean is "
                "subtracted and there is no bias. For float16/bfloat16 inputs compute in float32 and cast "
                "back with .to(x.dtype) so the output keeps the input's dtype.")
@@ -314,7 +317,8 @@ class SwiGLUFFN(nn.Module):
 """
 
 
-@register("check_swiglu_ffn", points=2, reference=SWIGLU_SOLUTION, misconceptions=SWIGLU_MISCONCEPTIONS,
+@register("check_swiglu_ffn", minutes=15,
+          forbid=('course_lib.ffn.GatedFeedForward', 'course_lib.ffn.glu_ffn', 'course_lib.ffn.make_ffn', 'course_lib.checks'), points=2, reference=SWIGLU_SOLUTION, misconceptions=SWIGLU_MISCONCEPTIONS,
           hint="Three bias-free nn.Linear layers: gate_proj and up_proj (d_model -> d_ff), down_proj "
                "(d_ff -> d_model). forward: down_proj(F.silu(gate_proj(x)) * up_proj(x)).")
 def check_swiglu_ffn(learner):
@@ -399,7 +403,8 @@ class PreNormBlock(nn.Module):
 """
 
 
-@register("check_pre_norm_block", points=3, reference=PRE_NORM_SOLUTION, misconceptions=PRE_NORM_MISCONCEPTIONS,
+@register("check_pre_norm_block", minutes=25,
+          forbid=('torch.nn.TransformerEncoderLayer', 'course_lib.blocks.Block', 'course_lib.blocks.transformer_block', 'course_lib.checks'), points=3, reference=PRE_NORM_SOLUTION, misconceptions=PRE_NORM_MISCONCEPTIONS,
           hint="Two residual steps: x = x + self.attn(self.attn_norm(x), mask), then "
                "x = x + self.ffn(self.ffn_norm(x)). The norm touches only the sub-layer's input.")
 def check_pre_norm_block(learner):

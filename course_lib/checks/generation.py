@@ -69,7 +69,8 @@ def sample_top_p(logits, p, generator, temperature=1.0):
 """
 
 
-@register("check_sample_top_p", points=3, reference=TOP_P_SOLUTION, misconceptions=TOP_P_MISCONCEPTIONS,
+@register("check_sample_top_p", minutes=20,
+          forbid=('course_lib.generation.top_p_filter', 'course_lib.generation.sample_next', 'course_lib.checks'), points=3, reference=TOP_P_SOLUTION, misconceptions=TOP_P_MISCONCEPTIONS,
           hint="Divide logits by temperature; softmax; sort descending; cumulative sum; drop tokens whose "
                "cumulative probability *before* them is already >= p; renormalise; torch.multinomial with "
                "the generator; map the sampled positions back to token ids.")
@@ -175,7 +176,8 @@ def generate(model, idx, n, use_cache=True):
 """
 
 
-@register("check_generate", points=3, reference=GENERATE_SOLUTION,
+@register("check_generate", minutes=25,
+          forbid=('course_lib.generation.generate', 'course_lib.checks'), points=3, reference=GENERATE_SOLUTION,
           misconceptions=GENERATE_MISCONCEPTIONS,
           hint="cache = model.new_cache(); logits = model(idx, cache=cache).logits[:, -1] for the prompt; "
                "then loop: next = logits.argmax(-1); append it; logits = model(next[:, None], cache=cache)"

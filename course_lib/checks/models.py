@@ -113,7 +113,8 @@ class DecoderBlock(nn.Module):
 """
 
 
-@register("check_decoder_block", points=3, reference=DECODER_SOLUTION, misconceptions=DECODER_MISCONCEPTIONS,
+@register("check_decoder_block", minutes=30,
+          forbid=('torch.nn.TransformerDecoderLayer', 'course_lib.blocks.Block', 'course_lib.blocks.transformer_block', 'course_lib.checks'), points=3, reference=DECODER_SOLUTION, misconceptions=DECODER_MISCONCEPTIONS,
           hint="Three residual steps, each x = x + sublayer(norm(x)): causal self-attention "
                "self.attn(h, is_causal=True); cross-attention self.cross_attn(h, memory, memory_mask) "
                "(queries from the decoder, keys/values from the encoder); then self.ffn(h).")
@@ -192,7 +193,8 @@ def mlm_mask(input_ids: torch.Tensor, mask_token_id: int, vocab_size: int, p: fl
 """
 
 
-@register("check_mlm_mask", points=3, reference=MLM_SOLUTION, misconceptions=MLM_MISCONCEPTIONS,
+@register("check_mlm_mask", minutes=20,
+          forbid=('course_lib.models.bert.mlm_mask', 'course_lib.checks'), points=3, reference=MLM_SOLUTION, misconceptions=MLM_MISCONCEPTIONS,
           hint="chosen = (rand < p) & ~special; of the chosen: to_mask = rand < 0.8, to_random = the rest "
                "with probability 0.5; labels = input_ids where chosen, -100 elsewhere. Build new tensors "
                "(masked_fill / torch.where), never edit input_ids.")
@@ -283,7 +285,8 @@ def shift_right(labels: torch.Tensor, decoder_start_token_id: int, pad_token_id:
 """
 
 
-@register("check_shift_right", points=2, reference=SHIFT_SOLUTION, misconceptions=SHIFT_MISCONCEPTIONS,
+@register("check_shift_right", minutes=10,
+          forbid=('course_lib.models.t5.shift_right', 'course_lib.checks'), points=2, reference=SHIFT_SOLUTION, misconceptions=SHIFT_MISCONCEPTIONS,
           hint="start = a (B, 1) column of decoder_start_token_id; shifted = torch.cat([start, labels[:, :-1]], "
                "dim=1); then shifted.masked_fill(shifted == -100, pad_token_id).")
 def check_shift_right(learner):
@@ -392,7 +395,8 @@ class MiniGPT(nn.Module):
 """
 
 
-@register("check_gpt_forward", points=3, reference=GPT_SOLUTION, misconceptions=GPT_MISCONCEPTIONS,
+@register("check_gpt_forward", minutes=30,
+          forbid=('course_lib.models.gpt.GPT', 'course_lib.checks'), points=3, reference=GPT_SOLUTION, misconceptions=GPT_MISCONCEPTIONS,
           hint="x = tok_emb(ids) + pos_emb(torch.arange(T)); each block: x = block(x, is_causal=True); "
                "logits = lm_head(final_norm(x)) with self.lm_head.weight = self.tok_emb.weight.")
 def check_gpt_forward(learner):

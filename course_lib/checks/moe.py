@@ -66,7 +66,8 @@ def top_k_routing(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, to
 """
 
 
-@register("check_top_k_routing", points=2, reference=ROUTING_SOLUTION, misconceptions=ROUTING_MISCONCEPTIONS,
+@register("check_top_k_routing", minutes=15,
+          forbid=('course_lib.moe.top_k_routing', 'course_lib.checks'), points=2, reference=ROUTING_SOLUTION, misconceptions=ROUTING_MISCONCEPTIONS,
           hint="probs = torch.softmax(router_logits, dim=-1) (over the experts); weights, indices = "
                "probs.topk(k, dim=-1); then weights / weights.sum(-1, keepdim=True) so each token's k "
                "weights sum to 1.")
@@ -136,7 +137,8 @@ def load_balancing_loss(router_probs: torch.Tensor, expert_indices: torch.Tensor
 """
 
 
-@register("check_load_balancing_loss", points=2, reference=BALANCE_SOLUTION,
+@register("check_load_balancing_loss", minutes=15,
+          forbid=('course_lib.moe.load_balancing_loss', 'course_lib.checks'), points=2, reference=BALANCE_SOLUTION,
           misconceptions=BALANCE_MISCONCEPTIONS,
           hint="f = F.one_hot(expert_indices, n_experts).sum(1).float().mean(0) — the fraction of tokens "
                "that chose each expert; P = router_probs.mean(0); return n_experts * (f * P).sum().")
@@ -257,7 +259,8 @@ class SparseMoE(nn.Module):
 """
 
 
-@register("check_sparse_moe", points=4, reference=MOE_SOLUTION, misconceptions=MOE_MISCONCEPTIONS,
+@register("check_sparse_moe", minutes=30,
+          forbid=('course_lib.moe.SparseMoE', 'course_lib.checks'), points=4, reference=MOE_SOLUTION, misconceptions=MOE_MISCONCEPTIONS,
           hint="Flatten x to (N, C); weights, indices = top_k_routing(self.gate(h), self.top_k); with a "
                "capacity factor, kept = capacity_mask(indices, ...). For each expert e: token, choice = "
                "torch.where((indices == e) & kept); add expert(h[token]) * weights[token, choice, None] into "

@@ -52,7 +52,8 @@ def sinusoidal_encoding(T: int, d: int) -> torch.Tensor:
 """
 
 
-@register("check_sinusoidal_encoding", points=2, reference=SINUSOIDAL_SOLUTION,
+@register("check_sinusoidal_encoding", minutes=15,
+          forbid=('course_lib.positional.sinusoidal_encoding', 'course_lib.checks'), points=2, reference=SINUSOIDAL_SOLUTION,
           misconceptions=SINUSOIDAL_MISCONCEPTIONS,
           hint="angles[pos, i] = pos / 10000 ** (2i / d) for i = 0 .. d/2 - 1 (torch.arange(0, d, 2) gives "
                "2i directly). Put sin(angles) in columns 0, 2, 4, ... and cos(angles) in 1, 3, 5, ... "
@@ -188,7 +189,8 @@ def _grade_rope(learner, layout: str, seed: int) -> int:
                           ("x", "positions"))
 
 
-@register("check_apply_rope", points=3, reference=ROPE_SOLUTION, misconceptions=ROPE_MISCONCEPTIONS,
+@register("check_apply_rope", minutes=20,
+          forbid=('course_lib.positional.apply_rope', 'course_lib.positional.apply_rope_complex', 'course_lib.positional.apply_rotary', 'course_lib.positional.rope_cos_sin', 'course_lib.checks'), points=3, reference=ROPE_SOLUTION, misconceptions=ROPE_MISCONCEPTIONS,
           hint="inv_freq = theta ** (-torch.arange(0, D, 2) / D) has D/2 entries; angles = positions[..., None] "
                "* inv_freq is (..., T, D/2). Rotate each pair (x[..., 0::2], x[..., 1::2]) by its angle: "
                "(x1 cos - x2 sin, x1 sin + x2 cos), then interleave the results back: stack them on a new last "
@@ -198,7 +200,8 @@ def check_apply_rope(learner):
     return _grade_rope(learner, "adjacent", seed=4)
 
 
-@register("check_apply_rope_half", points=1, reference=ROPE_HALF_SOLUTION, misconceptions=ROPE_HALF_MISCONCEPTIONS,
+@register("check_apply_rope_half", minutes=10,
+          forbid=('course_lib.positional.apply_rope', 'course_lib.positional.apply_rope_complex', 'course_lib.positional.apply_rotary', 'course_lib.positional.rope_cos_sin', 'course_lib.checks'), points=1, reference=ROPE_HALF_SOLUTION, misconceptions=ROPE_HALF_MISCONCEPTIONS,
           hint="Same angles as before, laid out as torch.cat([angles, angles], -1) (D entries). With "
                "rotate_half(x) = torch.cat([-x[..., D//2:], x[..., :D//2]], -1), the result is "
                "x * cos + rotate_half(x) * sin.")
@@ -252,7 +255,8 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 """
 
 
-@register("check_alibi_slopes", points=2, reference=ALIBI_SOLUTION, misconceptions=ALIBI_MISCONCEPTIONS,
+@register("check_alibi_slopes", minutes=15,
+          forbid=('course_lib.positional.alibi_slopes', 'course_lib.checks'), points=2, reference=ALIBI_SOLUTION, misconceptions=ALIBI_MISCONCEPTIONS,
           hint="For n a power of two: start = 2 ** (-8 / n), slopes = [start ** (i + 1) for i in range(n)]. "
                "Otherwise let p = 2 ** floor(log2(n)): the p slopes for p heads, then the 2p-head slopes "
                "[0::2][: n - p]. Return torch.tensor(slopes) (float32, shape (n,)).")
@@ -327,7 +331,8 @@ def relative_position_bucket(relative_position: torch.Tensor, bidirectional: boo
 """
 
 
-@register("check_relative_position_bucket", points=3, reference=T5_BUCKET_SOLUTION,
+@register("check_relative_position_bucket", minutes=25,
+          forbid=('course_lib.positional.relative_position_bucket', 'course_lib.checks'), points=3, reference=T5_BUCKET_SOLUTION,
           misconceptions=T5_MISCONCEPTIONS,
           hint="If bidirectional: halve num_buckets, add num_buckets where relative_position > 0, and use "
                "n = |relative_position|; else n = (-relative_position).clamp(min=0). With max_exact = "

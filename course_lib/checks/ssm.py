@@ -88,7 +88,8 @@ def selective_scan(x, delta, A, B, C, D):
 """
 
 
-@register("check_selective_scan", points=4, reference=SCAN_SOLUTION, misconceptions=SCAN_MISCONCEPTIONS,
+@register("check_selective_scan", minutes=30,
+          forbid=('course_lib.ssm.selective_scan', 'course_lib.ssm.MambaBlock', 'course_lib.ssm', 'course_lib.checks'), points=4, reference=SCAN_SOLUTION, misconceptions=SCAN_MISCONCEPTIONS,
           hint="h = zeros (B, E, N). For each t: dt = delta[:, t, :, None]; A_bar = exp(dt * A); "
                "B_bar = dt * B[:, t, None, :]; h = A_bar * h + B_bar * x[:, t, :, None]; "
                "y_t = (h * C[:, t, None, :]).sum(-1) + D * x[:, t]. Stack the y_t on dim 1.")

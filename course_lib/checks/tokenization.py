@@ -57,7 +57,8 @@ BPE_SOLUTION = """def bpe_merge(ids: list[int], pair: tuple[int, int], new_id: i
 """
 
 
-@register("check_bpe_merge", points=2, reference=BPE_SOLUTION, misconceptions=BPE_MISCONCEPTIONS,
+@register("check_bpe_merge", minutes=15,
+          forbid=('course_lib.tokenizers.merge_pair', 'course_lib.tokenizers.ByteBPETokenizer', 'course_lib.checks'), points=2, reference=BPE_SOLUTION, misconceptions=BPE_MISCONCEPTIONS,
           hint="Walk i from 0: if ids[i], ids[i+1] is the pair, append new_id and jump i += 2; "
                "otherwise append ids[i] and i += 1. Return a new list.")
 def check_bpe_merge(learner):

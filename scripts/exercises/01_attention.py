@@ -39,6 +39,18 @@ if importlib.util.find_spec("course_lib") is None:
 # do not call `torch.softmax` or `F.scaled_dot_product_attention` — writing them is the point.
 # Read `notebooks/01_attention.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 70 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_softmax` | about 15 min | `torch.softmax`, `torch.nn.functional.softmax`, `torch.Tensor.softmax`, `torch.special.softmax`, `torch.nn.Softmax`, `torch.log_softmax`, `torch.nn.functional.log_softmax`, `torch.Tensor.log_softmax`, `course_lib.attention.softmax` |
+# | `check_scaled_dot_product_attention` | about 20 min | `torch.nn.functional.scaled_dot_product_attention`, `torch.nn.MultiheadAttention`, `torch.nn.functional.multi_head_attention_forward`, `course_lib.attention.scaled_dot_product_attention`, `course_lib.attention.attend`, `course_lib.attention.attention_weights`, `course_lib.attention.MultiHeadAttention`, `course_lib.efficient_attention.online_softmax_attention`, `course_lib.efficient_attention.sliding_window_attention` |
+# | `check_causal_mask` | about 5 min | `course_lib.attention.causal_mask`, `course_lib.attention.position_mask` |
+# | `check_multi_head_attention` | about 30 min | `torch.nn.functional.scaled_dot_product_attention`, `torch.nn.MultiheadAttention`, `torch.nn.functional.multi_head_attention_forward`, `course_lib.attention.MultiHeadAttention`, `course_lib.attention.CrossAttention` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import math
 

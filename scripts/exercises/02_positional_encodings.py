@@ -39,6 +39,19 @@ if importlib.util.find_spec("course_lib") is None:
 # import `course_lib.positional` — writing it is the point. Read
 # `notebooks/02_positional_encodings.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 85 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_sinusoidal_encoding` | about 15 min | `course_lib.positional.sinusoidal_encoding` |
+# | `check_apply_rope` | about 20 min | `course_lib.positional.apply_rope`, `course_lib.positional.apply_rope_complex`, `course_lib.positional.apply_rotary`, `course_lib.positional.rope_cos_sin` |
+# | `check_apply_rope_half` | about 10 min | `course_lib.positional.apply_rope`, `course_lib.positional.apply_rope_complex`, `course_lib.positional.apply_rotary`, `course_lib.positional.rope_cos_sin` |
+# | `check_alibi_slopes` | about 15 min | `course_lib.positional.alibi_slopes` |
+# | `check_relative_position_bucket` | about 25 min | `course_lib.positional.relative_position_bucket` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import math
 

@@ -39,6 +39,19 @@ if importlib.util.find_spec("course_lib") is None:
 # do not call `F.gelu`, `F.layer_norm`, `nn.LayerNorm`, `F.rms_norm` or `nn.RMSNorm` — writing
 # them is the point. Read `notebooks/03_ffn_and_norms.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 75 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_gelu` | about 10 min | `torch.nn.functional.gelu`, `torch.nn.GELU`, `course_lib.ffn.gelu`, `course_lib.ffn.gelu_tanh` |
+# | `check_layer_norm` | about 15 min | `torch.nn.functional.layer_norm`, `torch.layer_norm`, `torch.nn.LayerNorm`, `course_lib.norms.LayerNorm`, `course_lib.norms.StdEpsLayerNorm` |
+# | `check_rms_norm` | about 10 min | `torch.nn.functional.rms_norm`, `torch.rms_norm`, `torch.nn.RMSNorm`, `course_lib.norms.RMSNorm`, `course_lib.norms.T5LayerNorm` |
+# | `check_swiglu_ffn` | about 15 min | `course_lib.ffn.GatedFeedForward`, `course_lib.ffn.glu_ffn`, `course_lib.ffn.make_ffn` |
+# | `check_pre_norm_block` | about 25 min | `torch.nn.TransformerEncoderLayer`, `course_lib.blocks.Block`, `course_lib.blocks.transformer_block` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import math
 

@@ -35,6 +35,15 @@ if importlib.util.find_spec("course_lib") is None:
 # *why*. `hint("check_repeat_kv")` gives a nudge, `solution("check_repeat_kv")` the answer.
 # Read `notebooks/04_kv_heads_and_cache.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 10 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_repeat_kv` | about 10 min | `course_lib.attention.repeat_kv` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 

@@ -39,6 +39,18 @@ if importlib.util.find_spec("course_lib") is None:
 # Do not call `torch.softmax` on a full T×T matrix or `F.scaled_dot_product_attention` — avoiding
 # them is the point.
 
+# %% [markdown]
+# **The exercises here** (about 105 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_online_softmax_attention` | about 40 min | `torch.nn.functional.scaled_dot_product_attention`, `torch.nn.MultiheadAttention`, `torch.nn.functional.multi_head_attention_forward`, `course_lib.attention.scaled_dot_product_attention`, `course_lib.attention.attend`, `course_lib.efficient_attention.online_softmax_attention`, `course_lib.efficient_attention.tiled_attention` |
+# | `check_sliding_window_mask` | about 10 min | `course_lib.attention.sliding_window_mask`, `course_lib.attention.position_mask`, `course_lib.efficient_attention.window_global_random_mask` |
+# | `check_sliding_window_attention` | about 30 min | `torch.nn.functional.scaled_dot_product_attention`, `torch.nn.MultiheadAttention`, `torch.nn.functional.multi_head_attention_forward`, `course_lib.attention.scaled_dot_product_attention`, `course_lib.attention.attend`, `course_lib.efficient_attention.sliding_window_attention`, `course_lib.efficient_attention.sliding_window_attention_naive` |
+# | `check_causal_linear_attention` | about 25 min | `torch.nn.functional.scaled_dot_product_attention`, `torch.nn.MultiheadAttention`, `torch.nn.functional.multi_head_attention_forward`, `course_lib.efficient_attention.causal_linear_attention`, `course_lib.efficient_attention.causal_linear_attention_parallel`, `course_lib.efficient_attention.linear_attention_recurrent` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import math
 

@@ -38,6 +38,18 @@ if importlib.util.find_spec("course_lib") is None:
 #
 # Read `notebooks/06_model_families.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 90 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_decoder_block` | about 30 min | `torch.nn.TransformerDecoderLayer`, `course_lib.blocks.Block`, `course_lib.blocks.transformer_block` |
+# | `check_mlm_mask` | about 20 min | `course_lib.models.bert.mlm_mask` |
+# | `check_shift_right` | about 10 min | `course_lib.models.t5.shift_right` |
+# | `check_gpt_forward` | about 30 min | `course_lib.models.gpt.GPT` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 import torch.nn as nn

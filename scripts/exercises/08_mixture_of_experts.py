@@ -38,6 +38,17 @@ if importlib.util.find_spec("course_lib") is None:
 # Tokens arrive flattened: N rows (one per token) and E columns (one per expert). Read
 # `notebooks/08_mixture_of_experts.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 60 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_top_k_routing` | about 15 min | `course_lib.moe.top_k_routing` |
+# | `check_load_balancing_loss` | about 15 min | `course_lib.moe.load_balancing_loss` |
+# | `check_sparse_moe` | about 30 min | `course_lib.moe.SparseMoE` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 import torch.nn as nn

@@ -35,6 +35,15 @@ if importlib.util.find_spec("course_lib") is None:
 # `[a, a, a]` only the first two merge: `[X, a]`). Do not modify `ids`.
 # Then your function trains a small tokenizer. Read `notebooks/09_tokenization.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 15 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_bpe_merge` | about 15 min | `course_lib.tokenizers.merge_pair`, `course_lib.tokenizers.ByteBPETokenizer` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 from collections import Counter
 

@@ -32,6 +32,16 @@ if importlib.util.find_spec("course_lib") is None:
 #
 # Two pieces of every modern training loop. Read `notebooks/10_training_a_gpt.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 30 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_cosine_lr` | about 15 min | `course_lib.training`, `torch.optim.lr_scheduler` |
+# | `check_clip_grad_norm` | about 15 min | `torch.nn.utils.clip_grad_norm_`, `torch.nn.utils.clip_grad_norm`, `torch.nn.utils.get_total_norm`, `torch.nn.utils.clip_grads_with_norm_`, `course_lib.training` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import math
 

@@ -32,6 +32,16 @@ if importlib.util.find_spec("course_lib") is None:
 #
 # Read `notebooks/11_generation.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 45 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_sample_top_p` | about 20 min | `course_lib.generation.top_p_filter`, `course_lib.generation.sample_next` |
+# | `check_generate` | about 25 min | `course_lib.generation.generate` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 

@@ -33,6 +33,15 @@ if importlib.util.find_spec("course_lib") is None:
 # Lesson 12 measured, for every head, how much weight each token puts on the token just before
 # it. Here you write that measurement. Read `notebooks/12_inside_attention.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 15 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_previous_token_score` | about 15 min | `course_lib.analysis.previous_token_score`, `course_lib.analysis.HeadPatterns` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 

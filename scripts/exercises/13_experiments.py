@@ -34,6 +34,15 @@ if importlib.util.find_spec("course_lib") is None:
 # such experiment rests on one small loop: draw windows of text, run the model, average the
 # next-token loss. Here you write it. Read `notebooks/13_experiments.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 20 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_eval_at_length` | about 20 min | `course_lib.experiments.eval_at_length`, `course_lib.experiments.loss_by_position` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 import torch.nn.functional as F

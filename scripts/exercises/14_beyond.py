@@ -35,6 +35,15 @@ if importlib.util.find_spec("course_lib") is None:
 # *why*. `hint("check_selective_scan")` gives a nudge, `solution("check_selective_scan")` the
 # answer. Read `notebooks/14_beyond.ipynb` first.
 
+# %% [markdown]
+# **The exercises here** (about 30 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_selective_scan` | about 30 min | `course_lib.ssm.selective_scan`, `course_lib.ssm.MambaBlock`, `course_lib.ssm` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 import torch.nn.functional as F

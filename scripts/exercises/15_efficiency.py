@@ -35,6 +35,15 @@ if importlib.util.find_spec("course_lib") is None:
 # *why*. `hint("check_quantize_per_channel")` gives a nudge, `solution("check_quantize_per_channel")`
 # the answer. Read `notebooks/15_efficiency.ipynb` first (§5).
 
+# %% [markdown]
+# **The exercises here** (about 20 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+#
+# | check | expected time | may not use |
+# |---|---|---|
+# | `check_quantize_per_channel` | about 20 min | `torch.quantize_per_channel`, `torch.ao`, `course_lib.quantization.quantize_per_channel` |
+#
+# Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
+
 # %%
 import torch
 
