@@ -145,7 +145,12 @@ def test_grader_gives_solutions_full_marks_and_fresh_exercises_zero(tmp_path):
         sol, ex = by_path[s.resolve()], by_path[e.resolve()]
         assert sol["max_score"] > 0 and sol["score"] == sol["max_score"], sol
         assert ex["score"] == 0 and ex["max_score"] == sol["max_score"]
-        assert all("not attempted" in c["message"] for c in ex["checks"]), ex["checks"]
+        # a stub reads "not attempted"; a check whose inputs come from earlier stubs says which part
+        # to write first (the capstone's generate needs your KVCache; its last check needs part 7's model)
+        assert all(c["points"] == 0 and any(w in c["message"] for w in ("not attempted", "not written yet",
+                                                                          "not reached"))
+                   for c in ex["checks"]), ex["checks"]
+        assert sum("not attempted" in c["message"] for c in ex["checks"]) >= len(ex["checks"]) - 2
         assert {"name", "passed", "points", "max_points", "message"} == set(ex["checks"][0])
 
 
