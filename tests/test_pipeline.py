@@ -131,7 +131,7 @@ def test_ci_runs_readme_test_command():
 def _grade(paths, tmp_path):
     out = tmp_path / "grades.json"
     proc = subprocess.run([sys.executable, "-m", "course_lib.grade", *map(str, paths), "--json", str(out)],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+                          capture_output=True, text=True, timeout=2400, cwd=ROOT)  # 30 notebooks, a training run
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 

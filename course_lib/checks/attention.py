@@ -162,8 +162,8 @@ CAUSAL_MISCONCEPTIONS = {
                 "triangle (including the diagonal) is True.",
     "no_diagonal": "the diagonal is False, so a token cannot attend to itself (and the first row "
                    "has nothing to attend to). Use torch.tril, which keeps the diagonal.",
-    "additive_float": "this is an additive float mask (0 / -inf). The course's masks are booleans; "
-                      "return torch.ones(T, T, dtype=torch.bool).tril().",
+    "additive_float": "this is an additive float mask (0 / -inf), Hugging Face's convention; this exercise "
+                      "asks for the course's boolean mask (True = may attend): torch.ones(T, T, dtype=torch.bool).tril().",
     "float_ones": "the values are right but the dtype is float; masks are torch.bool.",
 }
 

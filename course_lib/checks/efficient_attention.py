@@ -143,8 +143,9 @@ def check_online_softmax_attention(learner):
 
 # ------------------------------------------------------------------ sliding-window mask
 SW_MASK_MISCONCEPTIONS = {
-    "window_too_wide": "each row has window+1 True entries: the window counts the token itself, so "
-                       "query i sees keys i-window+1 .. i (0 <= i - j < window).",
+    "window_too_wide": "each row has window+1 True entries, flash-attn's inclusive convention "
+                       "(window_size=(w, 0)); this exercise asks for Mistral's, where the window counts the "
+                       "token itself: query i sees keys i-window+1 .. i (0 <= i - j < window).",
     "window_too_narrow": "each row has window-1 True entries: the token itself is one of the window's "
                          "tokens, so use 0 <= i - j < window (not <= window - 1 - 1).",
     "not_causal": "the band reaches into the future (|i - j| < window); the sliding window of a decoder "
@@ -198,7 +199,8 @@ SW_ATTN_MISCONCEPTIONS = {
                  "leaks in. Pad window-1 rows before position 0: F.pad(k, (0, 0, window - 1, 0)).",
     "pad_not_masked": "the zero rows added as padding are not masked: their score is 0, exp(0) = 1, so they "
                       "take weight from the real keys in the first window-1 positions. Set their scores to -inf.",
-    "window_too_wide": "each query sees window+1 keys; the window counts the token itself (keys t-window+1 .. t).",
+    "window_too_wide": "each query sees window+1 keys (flash-attn's inclusive convention); this exercise asks "
+                       "for Mistral's, where the window counts the token itself (keys t-window+1 .. t).",
     "materialises_TxT": "the output is right, but a T×T matrix was built (memory grows like T²). Use "
                         "overlapping windows: k_win = F.pad(k, (0, 0, w-1, 0)).unfold(-2, w, 1) and einsum.",
 }

@@ -31,8 +31,9 @@ def _sinusoidal_variant(T, d, *, order="interleaved", exponent="2i"):
 SINUSOIDAL_MISCONCEPTIONS = {
     "swapped": "sin and cos are swapped: the paper puts sin on the even dimensions (2i) and cos on "
                "the odd ones (2i+1).",
-    "concatenated": "all the sines come first and all the cosines after ([sin | cos]). The paper "
-                    "interleaves them: dimension 2i is sin, dimension 2i+1 is cos of the *same* angle.",
+    "concatenated": "all the sines come first and all the cosines after ([sin | cos]), tensor2tensor's "
+                    "layout; this exercise asks for the paper's, which interleaves them: dimension 2i is sin, "
+                    "dimension 2i+1 is cos of the *same* angle.",
     "exponent_i_over_d": "the frequency uses 10000^(i/d) with i the pair index; the paper's exponent "
                          "is 2i/d, so the wavelengths run from 2π up to 10000·2π across the d dimensions.",
     "exponent_per_dimension": "each dimension k uses 10000^(k/d), so the cos at 2i+1 gets a different "

@@ -365,7 +365,8 @@ ATTENTION_MISCONCEPTIONS = {
                           "sum to 1 (dim=-1).",
     "window_ignored": "the sliding window is not applied: with window w a query at position i sees keys "
                       "i - w + 1 .. i only.",
-    "window_off_by_one": "the window lets w + 1 keys through; a query at position i sees keys j with "
+    "window_off_by_one": "the window lets w + 1 keys through (flash-attn's inclusive convention); this "
+                         "exercise asks for Mistral's: a query at position i sees keys j with "
                          "i - w < j <= i (w keys, itself included).",
     "ignores_base": "rope_base is ignored (RoPE always uses 10000).",
 }

@@ -36,18 +36,22 @@ if importlib.util.find_spec("course_lib") is None:
 # Then your function trains a small tokenizer. Read `notebooks/09_tokenization.ipynb` first.
 
 # %% [markdown]
-# **The exercises here** (about 15 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+# **The exercises here** (about 70 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
 #
 # | check | expected time | may not use |
 # |---|---|---|
 # | `check_bpe_merge` | about 15 min | `course_lib.tokenizers.merge_pair`, `course_lib.tokenizers.ByteBPETokenizer` |
+# | `check_wordpiece` | about 25 min | `course_lib.tokenizers`, `course_lib.unigram`, `tokenizers`, `transformers`, `sentencepiece` |
+# | `check_unigram_viterbi` | about 30 min | `course_lib.tokenizers`, `course_lib.unigram`, `tokenizers`, `transformers`, `sentencepiece` |
 #
 # Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
 
 # %%
+import math
 from collections import Counter
 
-from course_lib.checks import check_bpe_merge, hint, solution
+from course_lib.checks import check_bpe_merge, check_unigram_viterbi, check_wordpiece, hint, solution
+from course_lib.tokenizers import minilm_vocab_path
 
 # %%
 def bpe_merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -71,5 +75,94 @@ if result.passed:
         vocab[256 + k] = vocab[pair[0]] + vocab[pair[1]]
         ids = bpe_merge(ids, pair, 256 + k)
     print(f"{len(line)} bytes -> {len(ids)} tokens:", [vocab[i].decode() for i in ids])
+else:
+    print("pass the check above first")
+
+
+# %% [markdown]
+# ## Part 2 · WordPiece, BERT's tokenizer (3 points, about 25 minutes)
+# Write `wordpiece(word, vocab, unk="[UNK]", max_chars=100)`: split one word (already lower-cased
+# and split off from its neighbours, as in lesson 09 §7) into pieces of `vocab` (a set of strings)
+# the way BERT does, **greedy longest-match-first**:
+# * from the current position, take the **longest** piece of the vocabulary that starts there;
+# * every piece after the first is looked up with the prefix `"##"` (BERT's vocabulary holds `ing`
+#   and `##ing` as two different tokens);
+# * if at some position no piece fits, the **whole word** becomes `[unk]` (a single `[UNK]`, not the
+#   pieces found so far), and so does a word longer than `max_chars` characters.
+#
+# Return the list of pieces. The check compares it with BERT's answer on a small vocabulary and on
+# the 30,522 tokens of the MiniLM vocabulary (lesson 09 §7).
+#
+# **Not allowed:** `course_lib.tokenizers` (its `WordPieceTokenizer`), `course_lib.unigram`,
+# `tokenizers`, `transformers`, `sentencepiece` (the check reads your code and watches it run).
+# **Allowed:** string slicing, `in`, loops, and helpers of your own. Stuck? `hint('check_wordpiece')`,
+# then `hint('check_wordpiece', 2)`, then `solution('check_wordpiece')`.
+
+# %%
+def wordpiece(word, vocab, unk="[UNK]", max_chars=100):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+result_wp = check_wordpiece(wordpiece)
+
+# %% [markdown]
+# Once the check passes, this cell splits a few words with your function and BERT's vocabulary.
+
+# %%
+bert_vocab = set(minilm_vocab_path().read_text(encoding="utf-8").splitlines())
+if result_wp.passed:
+    for w in ["tokenization", "unaffable", "cromulent", "antidisestablishmentarianism", "snow\u2603man"]:
+        print(f"{w:30} -> {wordpiece(w, bert_vocab)}")
+else:
+    print("pass the check above first")
+
+# %% [markdown]
+# ## Part 3 · The most likely segmentation under a unigram model (3 points, about 30 minutes)
+# A unigram language model (lesson 09 §10-11) gives every piece a log-probability; a segmentation
+# x_1 … x_M of a text has log p = log p(x_1) + … + log p(x_M). Write
+# `unigram_viterbi(text, pieces_logprob)`: return the pieces (a list of strings, in order, joining
+# back into `text`) of the **most likely** segmentation, by dynamic programming over the positions:
+# `best[j]` is the log-probability of the best segmentation of `text[:j]`, and remember where its
+# last piece starts so you can walk back from the end. `pieces_logprob` is a dict
+# `{piece: log-probability}` in which every single character of `text` is a piece, so a
+# segmentation always exists. Add log-probabilities: a product of probabilities underflows to 0.0
+# on a long text. Greedy longest match is not the answer.
+#
+# **Not allowed:** `course_lib.unigram` (its `UnigramTokenizer`), `course_lib.tokenizers`,
+# `tokenizers`, `transformers`, `sentencepiece`.
+# **Allowed:** `math`, lists, dicts, loops, and helpers of your own. Stuck?
+# `hint('check_unigram_viterbi')`, then `hint('check_unigram_viterbi', 2)`, then
+# `solution('check_unigram_viterbi')`.
+
+# %%
+def unigram_viterbi(text, pieces_logprob):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+result_vt = check_unigram_viterbi(unigram_viterbi)
+
+# %% [markdown]
+# Once the check passes, this cell compares your segmentation with greedy longest match on a toy
+# vocabulary: greedy grabs the long but rare piece `unaff`; two likely pieces `un` + `aff` beat it.
+
+# %%
+toy = {c: -6.0 for c in "unafble"}
+toy.update({"un": -3.2, "unaff": -9.5, "aff": -5.1, "able": -3.9, "ab": -4.4, "le": -4.8, "affable": -9.9})
+
+
+def greedy_longest(text, pieces_logprob):
+    out, i = [], 0
+    while i < len(text):
+        j = max(j for j in range(i + 1, len(text) + 1) if text[i:j] in pieces_logprob)
+        out.append(text[i:j])
+        i = j
+    return out
+
+
+if result_vt.passed:
+    for name, pieces in [("greedy", greedy_longest("unaffable", toy)), ("Viterbi", unigram_viterbi("unaffable", toy))]:
+        print(f"{name:8} {' | '.join(pieces):28} log p = {sum(toy[p] for p in pieces):.1f}")
 else:
     print("pass the check above first")

@@ -28,17 +28,27 @@ if importlib.util.find_spec("course_lib") is None:
                               "python -m pip install -e .  (see README.md)")
 
 # %% [markdown]
-# # Exercise 15 · Per-channel int8 quantisation
+# # Exercise 15 · int8 quantisation and Mixture-of-Depths routing
 #
 # Replace the `raise NotImplementedError()` with your code and run the check cell: ✅ means it
 # matches the reference on every case; ❌ says which case failed and, for common mistakes,
-# *why*. `hint("check_quantize_per_channel")` gives a nudge, `solution("check_quantize_per_channel")`
-# the answer. Read `notebooks/15_efficiency.ipynb` first (§5).
+# *why*. `hint("check_quantize_per_channel")` gives a nudge, `hint("check_quantize_per_channel", 2)`
+# the idea, `solution("check_quantize_per_channel")` the answer. Read `notebooks/15_efficiency.ipynb`
+# first (§1 for part 5, §5 for parts 1-4).
+#
+# | part | you write | points | about |
+# |---|---|---|---|
+# | 1 | `quantize_per_channel(w)` | 3 | 20 min |
+# | 3 | `QuantLinear(linear)`, a layer that stores int8 | 3 | 25 min |
+# | 4 | `quantize_per_group(w, group_size)` | 3 | 20 min |
+# | 5 | `mod_route(x, scores, k, block)`, Mixture-of-Depths routing | 3 | 30 min |
 
 # %%
 import torch
+import torch.nn as nn
 
-from course_lib.checks import check_quantize_per_channel, hint, solution
+from course_lib.checks import (check_mod_route, check_quant_linear, check_quantize_per_channel,
+                               check_quantize_per_group, hint, solution)
 
 _ = torch.manual_seed(0)
 
@@ -90,7 +100,175 @@ except NotImplementedError:
     print("write quantize_per_channel above first")
 
 # %% [markdown]
+# ## 3. A Linear layer that stores int8 (3 points, about 25 minutes)
+#
+# Write `QuantLinear(linear)`: an `nn.Module` built from a float `nn.Linear`. In `__init__`,
+# quantise `linear.weight` per output row (use your `quantize_per_channel` from part 1) and keep
+# **only** the int8 matrix and the scales, registered as buffers named `weight_int8` (out, in) and
+# `scale` (out,), plus the layer's bias (a buffer or a frozen parameter; `None` when the layer has
+# none). `forward(x)` rebuilds ŵ = q · s (one s per row) and returns x @ ŵᵀ + b for any leading
+# axes, in x's dtype. Do not keep `linear` itself or any float copy of its weight: the point is
+# that the module's `state_dict()` holds 1 byte per weight.
+#
+# **Not allowed:** `course_lib`, `torch.ao`, `torch.quantize_per_channel`, `torch.quantize_per_tensor`,
+# `torch.fake_quantize_per_channel_affine`, `torch.fake_quantize_per_tensor_affine` (the check reads your
+# code and watches it run).
+#
+# **Allowed:** your `quantize_per_channel`, `self.register_buffer`, `@`, `torch.nn.functional.linear`,
+# and helpers of your own.
+
+# %%
+class QuantLinear(nn.Module):
+    def __init__(self, linear):
+        super().__init__()
+        ### BEGIN SOLUTION
+        q, scale = quantize_per_channel(linear.weight.detach())  # (out, in) int8, (out,) float
+        self.register_buffer("weight_int8", q)  # a buffer: saved by state_dict, moved by .to(device)
+        self.register_buffer("scale", scale)  # (out,)
+        if linear.bias is None:
+            self.bias = None
+        else:
+            self.register_buffer("bias", linear.bias.detach().clone())  # (out,)
+        ### END SOLUTION
+
+    def forward(self, x):
+        ### BEGIN SOLUTION
+        w_hat = self.weight_int8.to(x.dtype) * self.scale[:, None].to(x.dtype)  # (out, in): q times its row's scale
+        y = x @ w_hat.T  # (..., in) @ (in, out) -> (..., out)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)  # (out,) broadcasts over the leading axes
+        return y
+        ### END SOLUTION
+
+
+check_quant_linear(QuantLinear)
+
+# %% [markdown]
+# Your layer next to the float one: the bytes its `state_dict()` holds, and how far its outputs move.
+
+# %% tolerance={"rel": 0.05}
+try:
+    float_layer = torch.nn.Linear(256, 128)
+    int8_layer = QuantLinear(float_layer)
+    x = torch.randn(8, 256)  # (B, in)
+    for name, layer in [("nn.Linear", float_layer), ("QuantLinear", int8_layer)]:
+        saved = sum(t.numel() * t.element_size() for t in layer.state_dict().values())
+        print(f"{name:<12} state_dict bytes: {saved:>7,}")
+    with torch.no_grad():
+        moved = (int8_layer(x) - float_layer(x)).abs().max().item()
+    print(f"largest change of an output: {moved:.1e} (outputs are of size {float_layer(x).abs().mean().item():.1f})")
+except NotImplementedError:
+    print("write QuantLinear above first")
+
+# %% [markdown]
+# ## 4. One scale per group of columns (3 points, about 20 minutes)
+#
+# One outlier weight still coarsens its whole row under per-channel scales. Weight-only schemes
+# for large models (GPTQ, AWQ, the k-quants of llama.cpp) therefore give a scale to each **group**
+# of `group_size` consecutive input columns of a row. Write `quantize_per_group(w, group_size)`:
+# `w` (out, in) with `in` divisible by `group_size`; return `(q, scale)` with `q` (out, in) int8
+# and `scale` (out, in // group_size) in w's dtype, where `scale[j, g]` = max |w| over columns
+# g·group_size … (g+1)·group_size - 1 of row j, divided by 127 (1 for an all-zero group), and
+# q = clamp(round(w / its group's scale), -127, 127). Do not change `w` in place.
+#
+# **Not allowed:** `course_lib`, `torch.ao`, `torch.quantize_per_channel`, `torch.quantize_per_tensor`,
+# `torch.fake_quantize_per_channel_affine`, `torch.fake_quantize_per_tensor_affine` (the check reads your
+# code and watches it run).
+#
+# **Allowed:** `reshape`, `.amax`, `torch.round`, `torch.where`, your `quantize_per_channel` from part 1,
+# and helpers of your own.
+
+# %%
+def quantize_per_group(w, group_size):
+    ### BEGIN SOLUTION
+    out_features, in_features = w.shape
+    n_groups = in_features // group_size
+    groups = w.reshape(out_features, n_groups, group_size)  # (out, G, gs): consecutive columns of one row
+    absmax = groups.abs().amax(dim=-1)  # (out, G): the largest magnitude in each group
+    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))  # (out, G); an all-zero group gets 1
+    q = torch.round(groups / scale[..., None]).clamp(-127, 127).to(torch.int8)  # (out, G, gs)
+    return q.reshape(out_features, in_features), scale  # (out, in), (out, G)
+    ### END SOLUTION
+
+
+check_quantize_per_group(quantize_per_group)
+
+# %% [markdown]
+# A 4 × 64 weight whose row 0 has one weight 50× larger than the rest: the worst error per row
+# under per-channel scales and under groups of 16 columns.
+
+# %%
+try:
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))  # (out, in)
+    w[0, 5] = 50.0  # one outlier weight in row 0
+    q, scale = quantize_per_channel(w)
+    err_channel = (q * scale[:, None] - w).abs().amax(dim=1)  # (out,)
+    qg, scale_g = quantize_per_group(w, 16)  # (4, 64), (4, 4)
+    w_hat_group = (qg.reshape(4, 4, 16) * scale_g[..., None]).reshape(4, 64)  # (out, in)
+    group_err = (w_hat_group - w).abs().reshape(4, 4, 16).amax(dim=-1)  # (out, G): worst error per group
+    print("worst error per row, per-channel:", "  ".join(f"{e:.4f}" for e in err_channel.tolist()))
+    print("worst error per group of row 0:   ", "  ".join(f"{e:.4f}" for e in group_err[0].tolist()))
+    print(f"scales stored: per-channel {scale.numel()}, per-group {scale_g.numel()} (one per 16 weights)")
+except NotImplementedError:
+    print("write quantize_per_channel and quantize_per_group above first")
+
+# %% [markdown]
+# Only the outlier's own group of row 0 keeps the coarse step; the other three groups of row 0
+# are back at the error of the ordinary rows (about 0.01 instead of about 0.19). The price is
+# one scale per 16 weights instead of one per row.
+#
+# ## 5. Mixture-of-Depths routing (3 points, about 30 minutes)
+#
+# Lesson §1: a MoD block sends only the k best-scored tokens of each sequence through its block;
+# the others skip it unchanged. Write `mod_route(x, scores, k, block)`: `x` (B, T, C), `scores`
+# (B, T) the router's r, `k` an int, `block` a residual function (B, n, C) → (B, n, C) that
+# returns h + f(h). For each sequence, choose the k tokens with the highest scores, keep them **in
+# sequence order**, run `block` on those k tokens **alone**, and return x with each chosen token i
+# replaced by x_i + g_i · (block(x̃)_i - x_i), where g_i = sigmoid(r_i) (the course's gate; the
+# paper's g_i = r_i is accepted too). Every other token stays exactly as it was. The output must
+# carry a gradient to `scores` (that is how the router learns), and x is not changed in place.
+#
+# **Not allowed:** `course_lib` (the check reads your code and watches it run).
+#
+# **Allowed:** `torch.topk`, `argsort`, `sort`, `gather`, `scatter`, `torch.where`, `torch.sigmoid`,
+# and helpers of your own.
+
+# %%
+def mod_route(x, scores, k, block):
+    ### BEGIN SOLUTION
+    B, T, C = x.shape
+    idx = scores.topk(k, dim=-1).indices  # (B, k): the k best tokens of each sequence, best first
+    idx = idx.sort(dim=-1).values  # (B, k): back in sequence order, so causal attention stays causal
+    idx_c = idx[:, :, None].expand(B, k, C)  # (B, k, C): the same index for every channel
+    x_sel = x.gather(1, idx_c)  # (B, k, C): the chosen tokens alone
+    update = block(x_sel) - x_sel  # (B, k, C): what the block adds to the residual stream
+    gate = torch.sigmoid(scores.gather(1, idx))  # (B, k): puts the router on the gradient path
+    return x.scatter(1, idx_c, x_sel + gate[:, :, None] * update)  # (B, T, C): other tokens unchanged
+    ### END SOLUTION
+
+
+check_mod_route(mod_route)
+
+# %% [markdown]
+# Route two sequences of 12 tokens through a block that adds 1 to every channel, with k = 4
+# (█ = went through the block), and check the router gets a gradient only from the chosen tokens.
+
+# %%
+try:
+    x = torch.zeros(2, 12, 3)  # (B, T, C)
+    scores = torch.randn(2, 12, generator=torch.Generator().manual_seed(2)).requires_grad_(True)  # (B, T)
+    y = mod_route(x, scores, 4, lambda h: h + 1.0)  # (B, T, C)
+    changed = (y != x).any(-1)  # (B, T): which tokens the block touched
+    for b in range(2):
+        print(f"sequence {b}: {''.join('█' if c else '·' for c in changed[b].tolist())}")
+    y.sum().backward()
+    print("scores with a gradient are exactly the chosen tokens:", torch.equal(scores.grad != 0, changed))
+except NotImplementedError:
+    print("write mod_route above first")
+
+# %% [markdown]
 # ## Done?
-# ✅ means 3/3. Want more? Write `quantize_per_tensor` (one scale for the whole matrix), make one
-# row 20× larger than the others, and compare the two schemes' errors on the *other* rows —
-# `course_lib.quantization` has both, and `quantize_model` swaps every Linear of a model.
+# ✅ on all four checks means 12/12. Want more? Write `quantize_per_tensor` (one scale for the
+# whole matrix) and compare it with parts 1 and 4 on a real model's weights — `course_lib.quantization`
+# has the library versions, and `quantize_model` swaps every Linear of a model. Or wrap a course
+# `Block` with your `mod_route` and a `nn.Linear(C, 1)` router and train it as lesson 15 §2 does.
