@@ -23,6 +23,7 @@ from __future__ import annotations
 import builtins
 import dis
 import importlib
+import importlib.util
 import inspect
 import sys
 import types
@@ -47,6 +48,13 @@ def resolve(dotted: str) -> tuple[Any, Any, str]:
     """'torch.nn.functional.softmax' -> (owner, object, attribute name). The longest importable
     module prefix is imported; the rest is looked up attribute by attribute."""
     parts = dotted.split(".")
+    if dotted not in sys.modules:  # a module not loaded yet (transformers): forbid it without importing it
+        try:
+            spec = importlib.util.find_spec(dotted)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None:
+            return None, types.ModuleType(dotted), ""
     for i in range(len(parts), 0, -1):
         try:
             obj = importlib.import_module(".".join(parts[:i]))

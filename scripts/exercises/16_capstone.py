@@ -1024,7 +1024,7 @@ print(len(chars), "characters;", decode(encode("To be, or not to be")))
 # deletes the checkpoint, so running the notebook again trains afresh.
 
 # %%
-STEPS = 400
+STEPS = 300
 device = get_device()
 torch.manual_seed(0)
 
