@@ -169,7 +169,7 @@ def quantize_per_group_reference(w: torch.Tensor, group_size: int):
     w.reshape(out · n_groups, group_size)."""
     out_f, in_f = w.shape
     q, scale = ref_quant.quantize_per_channel(w.reshape(-1, group_size))  # (out·G, gs), (out·G,)
-    return q.reshape(out_f, in_f), scale.reshape(out_f, in_f // group_size)
+    return q.reshape(out_f, in_f), scale.reshape(out_f, in_f // group_size)  # (out, in) int8, (out, G) scales
 
 
 QUANT_GROUP_CODE = '''import torch
@@ -224,12 +224,12 @@ def _group_variant_quotients(w: torch.Tensor, gs: int) -> dict[str, torch.Tensor
     out_f, in_f = w.shape
     n_groups = in_f // gs
     row = w.abs().amax(dim=1, keepdim=True)  # (out, 1)
-    strided = w.reshape(out_f, gs, n_groups).abs().amax(dim=1, keepdim=True).expand(out_f, gs, n_groups)
+    strided = w.reshape(out_f, gs, n_groups).abs().amax(dim=1, keepdim=True).expand(out_f, gs, n_groups)  # (out, gs, G): max over every G-th column
     down = None
     if out_f % gs == 0:
-        down = w.reshape(out_f // gs, gs, in_f).abs().amax(dim=1, keepdim=True).expand(out_f // gs, gs, in_f)
-        down = w / down.reshape(out_f, in_f) * 127
-    return {"row_absmax": w / row * 127, "strided_groups": w / strided.reshape(out_f, in_f) * 127,
+        down = w.reshape(out_f // gs, gs, in_f).abs().amax(dim=1, keepdim=True).expand(out_f // gs, gs, in_f)  # (out/gs, gs, in): max down groups of rows
+        down = w / down.reshape(out_f, in_f) * 127  # (out, in)
+    return {"row_absmax": w / row * 127, "strided_groups": w / strided.reshape(out_f, in_f) * 127,  # each (out, in)
             "groups_down_columns": down}
 
 
@@ -245,7 +245,7 @@ def _check_group_answer(out, w: torch.Tensor, gs: int) -> None:
         raise Mismatch(f"q has shape {tuple(q.shape)}, expected {tuple(w.shape)} (one integer per weight)")
     if q.dtype != torch.int8:
         raise Mismatch(f"q has dtype {q.dtype}, expected torch.int8")
-    u = (w.double().reshape(-1, gs) / ref_scale.double().reshape(-1, 1)).reshape(w.shape)
+    u = (w.double().reshape(-1, gs) / ref_scale.double().reshape(-1, 1)).reshape(w.shape)  # (out·G, gs) -> (out, in)
     if not _matches(q, u, "round", torch.ones_like(u, dtype=torch.bool)):
         n = int((q.to(torch.int64) != ref_q.to(torch.int64)).sum())
         raise Mismatch(f"q differs from the reference in {n} of {q.numel()} entries")
@@ -276,7 +276,7 @@ def _diagnose_group(outs: list, cases: list[Case]) -> str | None:
             return key
     for o, q, c in zip(outs, qs, cases):
         w, gs = c.args
-        if (w.reshape(-1, gs).abs().amax(dim=1) == 0).any():
+        if (w.reshape(-1, gs).abs().amax(dim=1) == 0).any():  # (out·G, gs): one row per group
             s = o[1]
             if not torch.isfinite(q.double()).all() or (isinstance(s, torch.Tensor) and not (torch.isfinite(s) & (s > 0)).all()):
                 return "zero_group"

@@ -110,15 +110,15 @@ def _pool(w, n_heads, n_kv_heads, kind="mean"):
     C = w.size(1)
     n_rep = n_heads // n_kv_heads
     if kind == "rows_not_heads":
-        return w.reshape(-1, n_rep, C).mean(1)
+        return w.reshape(-1, n_rep, C).mean(1)  # (H·D, C) -> (H·D/n_rep, n_rep, C) -> (H_kv·D, C)
     if kind == "strided_groups":
-        return w.reshape(n_rep, n_kv_heads, -1, C).mean(0).reshape(-1, C)
+        return w.reshape(n_rep, n_kv_heads, -1, C).mean(0).reshape(-1, C)  # (n_rep, H_kv, D, C) -> (H_kv·D, C)
     heads = w.reshape(n_kv_heads, n_rep, -1, C)  # (H_kv, n_rep, D, C)
     if kind == "sum_not_mean":
-        return heads.sum(1).reshape(-1, C)
+        return heads.sum(1).reshape(-1, C)  # (H_kv, n_rep, D, C) -> (H_kv·D, C)
     if kind == "first_head_only":
-        return heads[:, 0].reshape(-1, C)
-    return heads.mean(1).reshape(-1, C)
+        return heads[:, 0].reshape(-1, C)  # (H_kv, D, C) -> (H_kv·D, C)
+    return heads.mean(1).reshape(-1, C)  # (H_kv, D, C) -> (H_kv·D, C)
 
 
 def _mha_to_gqa_reference(k_w, v_w, n_heads, n_kv_heads, kind="mean"):

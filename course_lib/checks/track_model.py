@@ -144,7 +144,7 @@ MODEL_FORBID = ATTENTION_FORBID + ("torch.nn.TransformerDecoderLayer", "torch.nn
 def permute_qk(w: torch.Tensor, head_dim: int) -> torch.Tensor:
     """q/k rows (n * D, C) of a half-split model -> the rows an adjacent-pairs model needs."""
     p = ref_pos.half_to_adjacent_permutation(head_dim)
-    return w.reshape(-1, head_dim, w.size(-1))[:, p].reshape(w.shape)
+    return w.reshape(-1, head_dim, w.size(-1))[:, p].reshape(w.shape)  # (heads, D, C) with rows permuted in each head -> (out, C)
 
 
 def _load(m: nn.Module, state: dict, head_dim: int, layout: str, what: str) -> None:
@@ -210,7 +210,7 @@ def attention_run(w: dict, x: torch.Tensor, chunks: list[int], cfg: dict, layout
 
         def heads(t, h):
             if kind == "heads_without_transpose":
-                return t.reshape(B, h, n, D)
+                return t.reshape(B, h, n, D)  # (B, h, n, D)
             return t.reshape(B, n, h, D).transpose(1, 2)  # (B, h, n, D)
 
         q, k, v = heads(xc @ w[prefix + "q_proj.weight"].T, H), heads(xc @ w[prefix + "k_proj.weight"].T, H_kv), \
@@ -247,7 +247,7 @@ def attention_run(w: dict, x: torch.Tensor, chunks: list[int], cfg: dict, layout
         scores = scores.masked_fill(~allowed, float("-inf"))
         p = torch.softmax(scores, dim=-2 if kind == "softmax_wrong_axis" else -1)
         o = p @ v  # (B, H, n, D); a row with every key masked is NaN, as the learner's softmax gives
-        o = o.reshape(B, n, C) if kind == "heads_without_transpose" else o.transpose(1, 2).reshape(B, n, C)
+        o = o.reshape(B, n, C) if kind == "heads_without_transpose" else o.transpose(1, 2).reshape(B, n, C)  # (B, n, C)
         outs.append(o @ w[prefix + "o_proj.weight"].T)  # (B, n, C)
         start += n
     return torch.cat(outs, 1)  # (B, T, C)

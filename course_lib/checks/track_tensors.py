@@ -146,7 +146,7 @@ def instantiate(cls, what: str, *args) -> nn.Module:
 # ------------------------------------------------------------------ cross-entropy
 def _ce_variant(logits, targets, ignore_index=-100, *, kind):
     V = logits.size(-1)
-    z, t = logits.reshape(-1, V).double(), targets.reshape(-1)
+    z, t = logits.reshape(-1, V).double(), targets.reshape(-1)  # (N, V), (N,)
     keep = t != ignore_index
     zt = z.gather(-1, torch.where(keep, t, 0)[:, None]).squeeze(-1)
     m = z.amax(-1, keepdim=True)
@@ -173,7 +173,7 @@ def _ce_variant(logits, targets, ignore_index=-100, *, kind):
 
 def _ce_reference(logits, targets, ignore_index=-100):
     V = logits.size(-1)
-    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=ignore_index)
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=ignore_index)  # (N, V) vs (N,)
 
 
 CROSS_ENTROPY_MISCONCEPTIONS = {

@@ -688,7 +688,7 @@ def _check_evaluate(evaluate) -> None:
         raise Mismatch("evaluate never called the model", f"case: {case}")
     model.eval()
     with torch.no_grad():
-        expected = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item() for x, y in batches) / len(batches)
+        expected = sum(F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item() for x, y in batches) / len(batches)  # (B·T, V) vs (B·T,)
     try:
         value = float(out)
     except (TypeError, ValueError, RuntimeError):
