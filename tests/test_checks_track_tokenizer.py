@@ -15,7 +15,7 @@ import torch
 
 from course_lib.checks import (REGISTRY, check_encode_iterable, check_generate_cached, check_pretokenize,
                                check_sample_next, check_tokenizer, check_train_bpe, solution)
-from course_lib.checks.track_tokenizer import ReferenceModel
+from course_lib.checks.track_decoding import ReferenceModel
 
 from helpers import assert_all_tested, assert_delegates, assert_diagnosed, assert_not_attempted
 

@@ -236,3 +236,47 @@ def test_solution_of_an_unknown_check_names_the_known_ones(capsys):
     solution("check_no_such_thing")
     out = capsys.readouterr().out
     assert "No check called 'check_no_such_thing'" in out and "check_softmax" in out
+
+
+# ------------------------------------------------------------------ the notebook's answer is the printed one
+SOLUTIONS = ROOT / "scripts" / "solutions"
+
+
+def _definition_dump(node: ast.AST) -> str:
+    """A def/class as code, less docstrings and annotations (the stub keeps those outside the region)."""
+    node = ast.parse(ast.unparse(node)).body[0]
+    for n in ast.walk(node):
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef)):
+            body = n.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                n.body = body[1:] or [ast.Pass()]
+        if isinstance(n, ast.FunctionDef):
+            n.returns = None
+            for a in n.args.posonlyargs + n.args.args + n.args.kwonlyargs:
+                a.annotation = None
+    return ast.dump(node)
+
+
+def _definitions(tree: ast.AST, name: str) -> list[ast.AST]:
+    return [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == name]
+
+
+# The lesson exercises' first checks (the ones with written nudges) print a variant of the notebook's
+# answer; from the from-scratch track on, a check's printed solution IS the solution notebook's code,
+# so the two cannot drift apart (the capstone's parts were written twice before this test).
+SAME_AS_NOTEBOOK = sorted(set(OBJECT) - set(__import__("course_lib.checks.nudges", fromlist=["NUDGES"]).NUDGES))
+
+
+@pytest.mark.parametrize("name", SAME_AS_NOTEBOOK)
+def test_printed_solution_is_the_solution_notebooks_code(name):
+    obj = OBJECT[name]
+    printed_defs = _definitions(ast.parse(printed(name)), obj)
+    assert len(printed_defs) == 1, f"solution({name!r}) should define {obj} once"
+    notebook_defs = [d for path in sorted(SOLUTIONS.glob("*.py")) if f"{name}(" in path.read_text()
+                     for d in _definitions(ast.parse(path.read_text()), obj)]
+    assert notebook_defs, f"no solution notebook defines {obj} and calls {name}"
+    for d in notebook_defs:
+        assert _definition_dump(d) == _definition_dump(printed_defs[0]), (
+            f"{obj} in the solution notebook differs from what solution({name!r}) prints: "
+            "make the check's reference string the notebook's code")
