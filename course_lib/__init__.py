@@ -7,12 +7,16 @@ ones after it (``tests/test_layering.py`` enforces it):
 1. **foundations** -- ``config`` (validation), ``kernels`` (the fused / from-scratch switch),
    ``device``, ``data`` (the corpus, batches), ``tokenizers``, ``unigram``
 2. **components** -- ``attention``, ``positional``, ``positional_attention``, ``ffn``, ``norms``,
-   ``efficient_attention``, ``kv_cache``, ``moe``, ``ssm``, ``quantization``
+   ``efficient_attention``, ``kv_cache``, ``moe``, ``ssm``, ``quantization``, and the 2025
+   decoder's pieces: ``mla`` (multi-head latent attention), ``moe_deepseek``, ``qk_norm``,
+   ``attention_sinks``, ``paged_kv_cache``
 3. **blocks** -- ``blocks``, ``parallel_block``
-4. **models** -- ``models`` (GPT, BERT, T5, LLaMA/Mistral, sizes), ``vit``, ``mod``
-5. **training, generation, interop** -- ``training``, ``generation``, ``interop`` (Hugging Face
-   in and out), ``models.minilm`` (a pretrained BERT, read through interop), ``experiments``,
-   ``analysis``, ``distributed``, ``export``, ``pretrained`` (the shipped Shakespeare GPT)
+4. **models** -- ``models`` (GPT, BERT, T5, LLaMA/Mistral, DeepSeek-V3, Qwen3, OLMo 2, Gemma 3,
+   GPT-OSS, sizes), ``vit``, ``mod``
+5. **training, generation, interop** -- ``training``, ``generation``, ``speculative`` (speculative
+   decoding), ``interop`` (Hugging Face in and out), ``models.minilm`` (a pretrained BERT, read
+   through interop), ``experiments``, ``analysis``, ``distributed``, ``export``, ``pretrained``
+   (the shipped Shakespeare GPT)
 6. **teaching tools** -- ``checks`` (the graders), ``grade``, ``widgets``, ``viz``,
    ``course_map``, ``envcheck``, ``tools`` (building and checking the notebooks)
 

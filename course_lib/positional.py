@@ -11,12 +11,13 @@ so a KV cache can pass positions that start at an offset.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
 
-from course_lib.config import check_choice, check_positive, check_positive_values, check_range, is_tracing
+from course_lib.config import (ConfigError, check_choice, check_positive, check_positive_values, check_range,
+                               is_tracing)
 
 LAYOUTS = ("adjacent", "half")
 
@@ -77,6 +78,9 @@ def _check_positions(positions) -> None:
 
 
 # --------------------------------------------------------------------------- RoPE
+SCALINGS = ("linear", "ntk", "yarn")
+
+
 @dataclass
 class RopeScaling:
     """Stretch RoPE to contexts ``factor`` times longer than trained.
@@ -85,13 +89,83 @@ class RopeScaling:
       i.e. divide every frequency by ``factor``.
     * ``"ntk"`` - "NTK-aware" scaling (bloc97 2023; Peng et al. 2023, YaRN §3.1): keep the fast
       frequencies, stretch the slow ones, by raising the base: theta' = theta * factor^(D / (D - 2)).
+    * ``"yarn"`` - YaRN (Peng et al. 2023, §3.2 "NTK-by-parts" + §3.4): sort the frequencies into
+      bands by how many full turns they make over the trained context ``original_max_positions``.
+      More than ``beta_fast`` turns: kept as they are; fewer than ``beta_slow``: divided by
+      ``factor`` like "linear"; in between: a linear ramp from one to the other. Then every
+      logit is multiplied by (0.1·ln(factor) + 1)² (the paper's 1/t, §3.4), done as HF does by
+      multiplying cos and sin, hence q and k, by 0.1·ln(factor) + 1 (``rope_attention_factor``).
+      Fields and rules equal HF's ``rope_type: "yarn"``: ``attention_factor`` replaces
+      0.1·ln(factor) + 1; ``mscale`` with ``mscale_all_dim`` (DeepSeek-V3) make it a ratio of two
+      such terms; ``truncate`` rounds the band edges to whole dimensions (GPT-OSS sets it False).
+      ``from_hf`` / ``to_hf`` read and write HF's ``rope_parameters`` dict.
     """
     kind: str = "linear"
     factor: float = 1.0
+    original_max_positions: int | None = None  # yarn: the context length the model was trained on
+    beta_fast: float = 32.0  # yarn: dimensions turning more often than this keep their frequency
+    beta_slow: float = 1.0  # yarn: dimensions turning less often than this are interpolated
+    attention_factor: float | None = None  # yarn: None = 0.1·ln(factor) + 1
+    mscale: float | None = None  # yarn (DeepSeek-V3): with mscale_all_dim, the ratio form
+    mscale_all_dim: float | None = None
+    truncate: bool = True  # yarn: round the band edges outwards to whole dimensions
 
     def __post_init__(self):
-        check_choice(self, "kind", ("linear", "ntk"), hint="'linear' = position interpolation, 'ntk' = a larger base")
+        check_choice(self, "kind", SCALINGS, hint="'linear' = position interpolation, 'ntk' = a larger base, "
+                     "'yarn' = by frequency band, with an attention temperature")
         check_range(self, "factor", 1, math.inf, hint="new context length / trained context length, e.g. factor=4.0")
+        if self.kind != "yarn":
+            return
+        if self.original_max_positions is None:
+            raise ConfigError("RopeScaling(kind='yarn') needs original_max_positions, the context length the "
+                              "model was trained on (HF: original_max_position_embeddings), e.g. 4096.")
+        check_positive(self, "original_max_positions")
+        check_range(self, "beta_slow", 0, math.inf, low_inclusive=False, hint="YaRN's default is 1.0")
+        check_range(self, "beta_fast", self.beta_slow, math.inf, low_inclusive=False,
+                    hint=f"a number of turns above beta_slow={self.beta_slow}; YaRN's default is 32.0")
+        if self.attention_factor is not None:
+            check_range(self, "attention_factor", 0, math.inf, low_inclusive=False,
+                        hint="or None for 0.1·ln(factor) + 1")
+
+    def __repr__(self) -> str:
+        """Only what is set: RopeScaling(kind='linear', factor=4.0); YaRN adds its non-default fields."""
+        shown = ["kind", "factor"]
+        if self.kind == "yarn":
+            shown += [f.name for f in fields(self)[2:] if getattr(self, f.name) != f.default]
+        return f"RopeScaling({', '.join(f'{name}={getattr(self, name)!r}' for name in shown)})"
+
+    # Hugging Face keeps these in config.rope_parameters (config.json: "rope_scaling")
+    @classmethod
+    def from_hf(cls, rope_parameters: dict | None, max_positions: int | None = None) -> RopeScaling | None:
+        """HF's rope_parameters -> RopeScaling, or None for plain RoPE (rope_type "default").
+        ``max_positions`` (HF: max_position_embeddings) fills what HF fills from it when missing."""
+        params = dict(rope_parameters or {})
+        kind = params.get("rope_type", params.get("type", "default"))
+        if kind == "default":
+            return None
+        if kind == "linear":
+            return cls("linear", float(params["factor"]))
+        if kind != "yarn":
+            raise ValueError(f"rope_type={kind!r} is not supported by course_lib (only 'default', 'linear' and "
+                             "'yarn'); HF's 'dynamic' differs from course_lib's fixed 'ntk' base.")
+        original = params.get("original_max_position_embeddings") or max_positions
+        factor = params.get("factor") or (max_positions / original if max_positions and original else None)
+        optional = {name: params[name] for name in YARN_OPTIONS if params.get(name) is not None}
+        return cls("yarn", float(factor) if factor is not None else None, original, **optional)
+
+    def to_hf(self) -> dict:
+        """The rope_parameters entries HF reads for this scaling (add "rope_theta" to them)."""
+        if self.kind == "linear":
+            return {"rope_type": "linear", "factor": float(self.factor)}
+        if self.kind == "ntk":
+            raise ValueError("RopeScaling(kind='ntk') has no Hugging Face rope_type: HF's 'dynamic' recomputes "
+                             "the base from each sequence's length. Use 'linear' or 'yarn' for a HF model.")
+        hf = {"rope_type": "yarn", "factor": float(self.factor),
+              "original_max_position_embeddings": self.original_max_positions}
+        return hf | {name: getattr(self, name) for name in YARN_OPTIONS if getattr(self, name) is not None}
+
+
+YARN_OPTIONS = ("beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate")  # HF's names too
 
 
 def rope_inv_freq(head_dim: int, theta: float = 10000.0, scaling: RopeScaling | dict | None = None,
@@ -104,10 +178,54 @@ def rope_inv_freq(head_dim: int, theta: float = 10000.0, scaling: RopeScaling | 
     if scaling is not None and scaling.kind == "ntk":
         theta = theta * scaling.factor ** (head_dim / (head_dim - 2))
     # the same operations as Hugging Face Llama, so cos/sin agree bit for bit in float32
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype) / head_dim))
+    powers = theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype) / head_dim)  # (D/2,) theta^(2i/D)
+    if scaling is not None and scaling.kind == "yarn":
+        return _yarn_inv_freq(powers, head_dim, theta, scaling)  # (D/2,)
+    inv_freq = 1.0 / powers  # (D/2,)
     if scaling is not None and scaling.kind == "linear":
         inv_freq = inv_freq / scaling.factor
     return inv_freq  # (D/2,)
+
+
+def yarn_band(head_dim: int, theta: float, scaling: RopeScaling) -> tuple[float, float]:
+    """YaRN §3.2: the frequency dimensions (0 .. D/2-1, fastest first) where the ramp starts and
+    ends. Dimension i turns L / (2π · theta^(2i/D)) times over the trained context L; solving
+    for the i that turns exactly beta times gives i = D·ln(L / (2π·beta)) / (2·ln theta)."""
+    L = scaling.original_max_positions
+    dim_at = lambda turns: head_dim * math.log(L / (turns * 2 * math.pi)) / (2 * math.log(theta))  # noqa: E731
+    low, high = dim_at(scaling.beta_fast), dim_at(scaling.beta_slow)
+    if scaling.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0), min(high, head_dim - 1)
+
+
+def _yarn_inv_freq(powers: torch.Tensor, head_dim: int, theta: float, scaling: RopeScaling) -> torch.Tensor:
+    """Blend each frequency 1 / theta^(2i/D) between itself (fast dimensions) and itself / factor
+    (slow ones), in the order of operations HF uses (so float32 agrees bit for bit)."""
+    low, high = yarn_band(head_dim, theta, scaling)
+    high = high + 0.001 if high == low else high  # a band of width 0: a step instead of a ramp
+    ramp = ((torch.arange(head_dim // 2, dtype=powers.dtype) - low) / (high - low)).clamp(0, 1)  # (D/2,)
+    keep = 1 - ramp  # (D/2,) 1 = keep the frequency (extrapolate), 0 = divide it by factor (interpolate)
+    original, interpolated = 1.0 / powers, 1.0 / (scaling.factor * powers)  # (D/2,) each
+    return interpolated * (1 - keep) + original * keep  # (D/2,)
+
+
+def rope_attention_factor(scaling: RopeScaling | dict | None) -> float:
+    """What cos and sin are multiplied by: 1, except for YaRN (§3.4), whose attention logits are
+    multiplied by 1/t with sqrt(1/t) = 0.1·ln(factor) + 1: scaling q and k by sqrt(1/t) each does it."""
+    if isinstance(scaling, dict):
+        scaling = RopeScaling(**scaling)
+    if scaling is None or scaling.kind != "yarn":
+        return 1.0
+    if scaling.attention_factor is not None:
+        return float(scaling.attention_factor)
+
+    def mscale(factor: float, m: float = 1.0) -> float:
+        return 1.0 if factor <= 1 else 0.1 * m * math.log(factor) + 1.0
+
+    if scaling.mscale and scaling.mscale_all_dim:  # DeepSeek-V3's form (HF's rule, kept as it is)
+        return mscale(scaling.factor, scaling.mscale) / mscale(scaling.factor, scaling.mscale_all_dim)
+    return mscale(scaling.factor)
 
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0, layout: str = "half",
@@ -124,6 +242,9 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0,
         angles = torch.cat([angles, angles], dim=-1)  # (..., T, D)
     else:
         angles = angles.repeat_interleave(2, dim=-1)  # (..., T, D)
+    attention_factor = rope_attention_factor(scaling)  # 1 except for YaRN
+    if attention_factor != 1.0:
+        return angles.cos() * attention_factor, angles.sin() * attention_factor
     return angles.cos(), angles.sin()
 
 

@@ -311,7 +311,7 @@ def test_gqa_and_mqa_shrink_only_k_and_v():
      "only RoPE has angles to scale, but position='alibi'"),
     (dict(position="rope", rope_scaling=4.0), r"ExperimentConfig.rope_scaling=4.0: expected None, a RopeScaling or "
                                               r"its dict, e.g. rope_scaling=\{'kind': 'ntk', 'factor': 4.0\}"),
-    (dict(position="rope", rope_scaling={"kind": "yarn", "factor": 4.0}), r"RopeScaling.kind='yarn': expected one of"),
+    (dict(position="rope", rope_scaling={"kind": "dynamic", "factor": 4.0}), r"RopeScaling.kind='dynamic': expected one of"),
     (dict(position="rope", rope_scaling={"kind": "linear", "factor": 0.5}),
      r"RopeScaling.factor=0.5: expected a number >= 1"),
 ])

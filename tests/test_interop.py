@@ -10,10 +10,16 @@ import transformers as hf
 from course_lib.interop import (FAMILIES, Family, from_hf, from_hf_weights, load_mapped, register, rename,
                                 supported_hf_classes, to_hf)
 from course_lib.models.bert import Bert, BertConfig, BertForMaskedLM
+from course_lib.models.deepseek import DeepSeekV3, DeepSeekV3Config
+from course_lib.models.gemma3 import Gemma3, Gemma3Config
 from course_lib.models.gpt import GPT, GPTConfig
+from course_lib.models.gpt_oss import GptOss, GptOssConfig
 from course_lib.models.llama import Llama, LlamaConfig
+from course_lib.models.olmo2 import Olmo2, Olmo2Config
+from course_lib.models.qwen3 import Qwen3, Qwen3Config, Qwen3MoE
 from course_lib.models.t5 import T5, T5Config
 from course_lib.moe import LlamaMoE
+from course_lib.positional import RopeScaling
 from course_lib.vit import ViTConfig, VisionTransformer
 
 V = 41
@@ -27,6 +33,18 @@ VIT = dict(image_size=8, patch_size=2, num_channels=1, hidden_size=16, num_hidde
            intermediate_size=24, layer_norm_eps=1e-5, num_labels=10, hidden_dropout_prob=0.0,
            attention_probs_dropout_prob=0.0)
 MIXTRAL = LLAMA | dict(num_local_experts=4, num_experts_per_tok=2)
+YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 8}
+QWEN3_MOE = LLAMA | dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, norm_topk_prob=True)
+DEEPSEEK = dict(vocab_size=V, hidden_size=24, intermediate_size=40, moe_intermediate_size=12, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=4, n_routed_experts=8, num_experts_per_tok=2, n_group=4,
+                topk_group=2, first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=12, qk_nope_head_dim=8,
+                qk_rope_head_dim=4, v_head_dim=6, num_mtp_layers=0)
+GEMMA3 = dict(vocab_size=V, hidden_size=24, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
+              num_key_value_heads=2, head_dim=6, query_pre_attn_scalar=6, sliding_window=3,
+              layer_types=["sliding_attention", "sliding_attention", "full_attention"])
+GPT_OSS = dict(vocab_size=V, hidden_size=24, intermediate_size=8, num_hidden_layers=2, num_attention_heads=4,
+               num_key_value_heads=2, head_dim=6, num_local_experts=4, num_experts_per_tok=2, sliding_window=3,
+               rope_parameters={"rope_type": "default", "rope_theta": 150000.0})
 
 # family -> {case: (kind, a tiny HF model, a tiny course_lib model)}. Every registered family needs one.
 EXAMPLES = {
@@ -40,7 +58,12 @@ EXAMPLES = {
                                                       d_ff=40))),
               "Mistral": ("causal", lambda: hf.MistralForCausalLM(hf.MistralConfig(**LLAMA, sliding_window=3)),
                           lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
-                                                    d_ff=40, sliding_window=3)))},
+                                                    d_ff=40, sliding_window=3))),
+              "LLaMA YaRN": ("causal", lambda: hf.LlamaForCausalLM(hf.LlamaConfig(**LLAMA, max_position_embeddings=32,
+                                                                                   rope_parameters=YARN)),
+                             lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                       d_ff=40, max_positions=32,
+                                                       rope_scaling=RopeScaling("yarn", 4.0, 8))))},
     "mixtral": {"Mixtral": ("causal", lambda: hf.MixtralForCausalLM(hf.MixtralConfig(**MIXTRAL, sliding_window=4)),
                             lambda: Llama(LlamaConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
                                                       d_ff=40, moe=LlamaMoE(n_experts=4, top_k=2))))},
@@ -61,6 +84,33 @@ EXAMPLES = {
     "vit": {"ViT": ("image", lambda: hf.ViTForImageClassification(hf.ViTConfig(**VIT)),
                     lambda: VisionTransformer(ViTConfig(image_size=8, patch_size=2, channels=1, d_model=16,
                                                         n_layers=2, n_heads=4, d_ff=24)))},
+    # the 2025 decoders
+    "deepseek_v3": {"DeepSeek-V3": ("causal", lambda: hf.DeepseekV3ForCausalLM(hf.DeepseekV3Config(**DEEPSEEK)),
+                                    lambda: DeepSeekV3(DeepSeekV3Config(
+                                        vocab_size=V, d_model=24, n_layers=2, n_heads=4, d_ff=40, moe_d_ff=12,
+                                        n_routed_experts=8, top_k=2, n_group=4, topk_group=2, first_k_dense_replace=1,
+                                        q_lora_rank=16, kv_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4,
+                                        v_head_dim=6)))},
+    "qwen3": {"Qwen3": ("causal", lambda: hf.Qwen3ForCausalLM(hf.Qwen3Config(**LLAMA, head_dim=8)),
+                        lambda: Qwen3(Qwen3Config(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                  head_dim=8, d_ff=40)))},
+    "qwen3_moe": {"Qwen3-MoE": ("causal", lambda: hf.Qwen3MoeForCausalLM(hf.Qwen3MoeConfig(**QWEN3_MOE,
+                                                                                          mlp_only_layers=[1])),
+                                lambda: Qwen3(Qwen3Config(vocab_size=V, d_model=24, n_layers=2, n_heads=4,
+                                                          n_kv_heads=2, d_ff=40,
+                                                          moe=Qwen3MoE(n_experts=4, top_k=2, d_ff=16,
+                                                                       dense_layers=(1,)))))},
+    "olmo2": {"OLMo 2": ("causal", lambda: hf.Olmo2ForCausalLM(hf.Olmo2Config(**LLAMA)),
+                         lambda: Olmo2(Olmo2Config(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                   d_ff=40)))},
+    "gemma3": {"Gemma 3": ("causal", lambda: hf.Gemma3ForCausalLM(hf.Gemma3TextConfig(**GEMMA3)),
+                           lambda: Gemma3(Gemma3Config(vocab_size=V, d_model=24, n_layers=3, n_heads=4, n_kv_heads=2,
+                                                       head_dim=6, d_ff=40, query_pre_attn_scalar=6,
+                                                       sliding_window=3)))},
+    "gpt_oss": {"GPT-OSS": ("causal", lambda: hf.GptOssForCausalLM(hf.GptOssConfig(**GPT_OSS)),
+                            lambda: GptOss(GptOssConfig(vocab_size=V, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2,
+                                                        head_dim=6, d_ff=8, n_experts=4, top_k=2,
+                                                        sliding_window=3)))},
 }
 CASES = [(family, case) for family, cases in EXAMPLES.items() for case in cases]
 TOL = 1e-5  # fp32 logits / hidden states, max abs difference
@@ -120,7 +170,8 @@ def assert_same_state(a: nn.Module, b: nn.Module):
 
 # --------------------------------------------------------------------------- the registry
 def test_the_registry_holds_every_family_and_each_has_an_example():
-    assert set(FAMILIES) == {"gpt2", "llama", "mixtral", "bert", "t5", "vit"}
+    assert set(FAMILIES) == {"gpt2", "llama", "mixtral", "bert", "t5", "vit", "deepseek_v3", "qwen3", "qwen3_moe",
+                             "olmo2", "gemma3", "gpt_oss"}
     assert set(EXAMPLES) == set(FAMILIES), "add a tiny example for every registered family to EXAMPLES"
     covered = {type(make_hf()).__name__ for cases in EXAMPLES.values() for _, make_hf, _ in cases.values()}
     assert covered == set(supported_hf_classes())
@@ -202,8 +253,8 @@ def test_an_unknown_model_gets_a_clear_error():
     with pytest.raises(TypeError, match=r"does not know the Hugging Face class 'BertForSequenceClassification'; "
                                         r"supported: GPT2LMHeadModel, LlamaForCausalLM, .*ViTForImageClassification"):
         from_hf(unknown)
-    with pytest.raises(TypeError, match=r"to_hf knows the course_lib classes Bert, BertForMaskedLM, GPT, Llama, "
-                                        r"T5, VisionTransformer; got Linear"):
+    with pytest.raises(TypeError, match=r"to_hf knows the course_lib classes Bert, BertForMaskedLM, DeepSeekV3, GPT, "
+                                        r"Gemma3, GptOss, Llama, Olmo2, Qwen3, T5, VisionTransformer; got Linear"):
         to_hf(nn.Linear(2, 2))
 
 

@@ -12,10 +12,11 @@ PACKAGE = Path(course_lib.__file__).parent
 LAYERS = {
     "foundations": ["config", "kernels", "device", "data", "tokenizers", "unigram"],
     "components": ["attention", "positional", "positional_attention", "ffn", "norms", "efficient_attention",
-                   "kv_cache", "moe", "ssm", "quantization"],
+                   "kv_cache", "moe", "ssm", "quantization", "mla", "moe_deepseek", "qk_norm", "attention_sinks",
+                   "paged_kv_cache"],
     "blocks": ["blocks", "parallel_block"],
     "models": ["models", "vit", "mod"],
-    "training, generation, interop": ["training", "generation", "interop", "models.minilm", "experiments",
+    "training, generation, interop": ["training", "generation", "speculative", "interop", "models.minilm", "experiments",
                                       "analysis", "distributed", "export", "pretrained"],
     "teaching tools": ["checks", "grade", "widgets", "viz", "course_map", "envcheck", "tools"],
 }

@@ -66,8 +66,8 @@ def test_moe_hook_replaces_the_feed_forward():
                                       (dict(head_dim=7), "must be even"),
                                       (dict(sliding_window=0), "positive integer"),
                                       (dict(moe="yes"), "build"),
-                                      (dict(rope_scaling={"kind": "yarn"}),
-                                       r"RopeScaling.kind='yarn': expected one of \('linear', 'ntk'\)")])
+                                      (dict(rope_scaling={"kind": "dynamic"}),
+                                       r"RopeScaling.kind='dynamic': expected one of \('linear', 'ntk', 'yarn'\)")])
 def test_bad_configs_say_how_to_fix(kw, match):
     with pytest.raises(ConfigError, match=match):
         LlamaConfig(**{"vocab_size": V, "d_model": 48, "n_heads": 6, **kw})

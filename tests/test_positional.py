@@ -164,8 +164,8 @@ def test_rope_bad_inputs_are_explained():
         apply_rope(x, torch.arange(5.0))
     with pytest.raises(ConfigError, match=r"RopeScaling.factor=0.5: expected a number >= 1 \(new context length"):
         RopeScaling("linear", 0.5)
-    with pytest.raises(ConfigError, match=r"RopeScaling.kind='yarn': expected one of \('linear', 'ntk'\)"):
-        RopeScaling("yarn", 2.0)
+    with pytest.raises(ConfigError, match=r"RopeScaling.kind='dynamic': expected one of \('linear', 'ntk', 'yarn'\)"):
+        RopeScaling("dynamic", 2.0)
     RopeScaling("ntk", 1)  # factor 1 = no stretch: allowed
 
 

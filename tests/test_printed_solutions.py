@@ -89,6 +89,32 @@ OBJECT = {
     "check_encode_iterable": "Tokenizer",
     "check_sample_next": "sample_next",
     "check_generate_cached": "generate",
+    # deeper lesson exercises: 03's backward passes, 08's capacity and expert choice, 10's accumulation
+    # and loss scaling
+    "check_accumulate_gradients": "accumulate_gradients",
+    "check_grad_scaler": "GradScaler",
+    # 11's beam search and penalties, 13's scaling-law fits, 14's parallel scans and exact discretisation
+    "check_beam_search": "beam_search",
+    "check_repetition_penalty": "repetition_penalty",
+    "check_no_repeat_ngram": "no_repeat_ngram",
+    "check_generate_penalized": "generate_penalized",
+    "check_fit_power_law": "fit_power_law",
+    "check_fit_scaling_law": "fit_scaling_law",
+    "check_fit_chinchilla": "fit_chinchilla",
+    "check_compute_optimal": "compute_optimal",
+    "check_parallel_scan": "parallel_scan",
+    "check_scan_function": "ScanFunction",
+    "check_chunked_scan": "chunked_scan",
+    "check_discretize_zoh": "discretize_zoh",
+    "check_selective_scan_zoh": "selective_scan_zoh",
+    "check_rms_norm_backward": "RMSNormFunction",
+    "check_layer_norm_backward": "LayerNormFunction",
+    "check_swiglu_backward": "SwiGLUFunction",
+    "check_capacity_dispatch": "capacity_dispatch",
+    "check_dispatch_experts": "dispatch_experts",
+    "check_expert_choice_routing": "expert_choice_routing",
+    "check_expert_choice_layer": "expert_choice_layer",
+    "check_switch_moe": "SwitchMoE",
 }
 # the capstone's answer is the whole notebook (solutions/16_capstone.ipynb): tests/test_capstone.py grades it
 WHOLE_NOTEBOOK = {"check_capstone"}
@@ -113,6 +139,8 @@ ALLOWED_COURSE_LIB = {
                          ("course_lib.moe", "expert_capacity"), ("course_lib.moe", "top_k_routing")},
     # lesson 10's batcher draws the windows (the exercise says to use it)
     "check_eval_at_length": {("course_lib.data", "get_batch")},
+    # the Switch layer's __init__ (given) builds its experts from lesson 03's gated FFN
+    "check_switch_moe": {("course_lib.ffn", "GatedFeedForward")},
 }
 OTHER_IMPORTS = {"torch", "torch.nn", "torch.nn.functional", "math", "os", "regex", "collections"}
 PRIVATE_CALL = re.compile(r"(?<!\w)_[A-Za-z]\w*\s*\(")  # _helper( or self._helper(, not __init__(

@@ -207,3 +207,6 @@ def to_hf(model: nn.Module) -> nn.Module:
 
 # every family's entry registers itself on import
 from course_lib.interop.families import BERT_KEYS, LLAMA_KEYS, VIT_KEYS  # noqa: E402,F401
+from course_lib.interop import deepseek as _deepseek  # noqa: E402,F401  (DeepSeek-V3)
+from course_lib.interop import gemma_gptoss as _gemma_gptoss  # noqa: E402,F401  (Gemma 3, GPT-OSS)
+from course_lib.interop import qwen_olmo as _qwen_olmo  # noqa: E402,F401  (Qwen3, Qwen3-MoE, OLMo 2)

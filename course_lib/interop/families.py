@@ -16,6 +16,7 @@ from course_lib.models.gpt import GPT, GPTConfig
 from course_lib.models.llama import Llama, LlamaConfig
 from course_lib.models.t5 import T5, T5Config
 from course_lib.moe import LlamaMoE, mixtral_block_state_dict, mixtral_block_to_hf
+from course_lib.positional import RopeScaling
 from course_lib.vit import ViTConfig, VisionTransformer
 
 
@@ -97,13 +98,10 @@ def gpt2_key_map_to_hf(ours: dict[str, torch.Tensor], cfg: GPTConfig) -> dict[st
 
 # --------------------------------------------------------------------------- LLaMA / Mistral
 def _rope_scaling(hf_config):
+    """(theta, RopeScaling or None) from HF's rope_parameters: default, linear or YaRN."""
     params = dict(getattr(hf_config, "rope_parameters", None) or {})
-    kind = params.get("rope_type", "default")
-    if kind == "default":
-        return params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0)), None
-    if kind == "linear":
-        return params["rope_theta"], {"kind": "linear", "factor": params["factor"]}
-    raise ValueError(f"rope_type={kind!r} is not supported by course_lib (only 'default' and 'linear').")
+    theta = params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0))
+    return theta, RopeScaling.from_hf(params, hf_config.max_position_embeddings)
 
 
 def llama_config_from_hf(hf_config) -> LlamaConfig:
@@ -123,11 +121,8 @@ def llama_config_from_hf(hf_config) -> LlamaConfig:
 
 def _llama_hf_kwargs(c: LlamaConfig) -> dict:
     """The config fields LLaMA, Mistral and Mixtral share."""
-    if c.rope_scaling is not None and c.rope_scaling.kind != "linear":
-        raise ValueError(f"to_hf: rope_scaling kind {c.rope_scaling.kind!r} has no Hugging Face equivalent here.")
-    rope = {"rope_type": "default", "rope_theta": c.rope_theta}
-    if c.rope_scaling is not None:
-        rope = {"rope_type": "linear", "rope_theta": c.rope_theta, "factor": float(c.rope_scaling.factor)}
+    rope = {"rope_type": "default"} if c.rope_scaling is None else c.rope_scaling.to_hf()
+    rope = {"rope_theta": c.rope_theta, **rope}
     return dict(vocab_size=c.vocab_size, hidden_size=c.d_model, intermediate_size=c.d_ff,
                 num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads, num_key_value_heads=c.n_kv_heads,
                 head_dim=c.head_dim, max_position_embeddings=c.max_positions, rms_norm_eps=c.eps,
@@ -343,10 +338,10 @@ register(Family("gpt2", ("GPT2LMHeadModel",), (GPT,), gpt_config_from_hf, lambda
                 tensors_from_hf=gpt2_key_map, tensors_to_hf=gpt2_key_map_to_hf, config_to_hf=gpt_config_to_hf))
 register(Family("llama", ("LlamaForCausalLM", "MistralForCausalLM"), (Llama,), llama_config_from_hf,
                 lambda cfg, *_: Llama(cfg), key_map=LLAMA_KEYS, config_to_hf=llama_config_to_hf,
-                owns=lambda model: model.config.moe is None))
+                owns=lambda model: type(model) is Llama and model.config.moe is None))
 register(Family("mixtral", ("MixtralForCausalLM",), (Llama,), mixtral_config_from_hf, lambda cfg, *_: Llama(cfg),
                 tensors_from_hf=mixtral_key_map, tensors_to_hf=mixtral_key_map_to_hf,
-                config_to_hf=mixtral_config_to_hf, owns=lambda model: model.config.moe is not None))
+                config_to_hf=mixtral_config_to_hf, owns=lambda model: type(model) is Llama and model.config.moe is not None))
 register(Family("bert", ("BertModel", "BertForMaskedLM"), (Bert, BertForMaskedLM), bert_config_from_hf,
                 _build_bert, key_map=BERT_KEYS, config_to_hf=bert_config_to_hf))
 register(Family("t5", ("T5ForConditionalGeneration",), (T5,), t5_config_from_hf, lambda cfg, *_: T5(cfg),

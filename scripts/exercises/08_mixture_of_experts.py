@@ -30,7 +30,7 @@ if importlib.util.find_spec("course_lib") is None:
 # %% [markdown]
 # # Exercise 08 · Mixture of experts
 #
-# Three pieces, each followed by its check. Replace each `raise NotImplementedError()` with
+# Eight pieces, each followed by its check. Replace each `raise NotImplementedError()` with
 # your code and run the check cell: ✅ means it matches the reference on every case; ❌ says
 # which case failed and, for common mistakes, *why*. `hint("check_top_k_routing")` gives a
 # nudge, `solution("check_top_k_routing")` the answer.
@@ -39,23 +39,33 @@ if importlib.util.find_spec("course_lib") is None:
 # `notebooks/08_mixture_of_experts.ipynb` first.
 
 # %% [markdown]
-# **The exercises here** (about 60 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+# **The exercises here** (about 155 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
 #
 # | check | expected time | may not use |
 # |---|---|---|
 # | `check_top_k_routing` | about 15 min | `course_lib.moe.top_k_routing` |
 # | `check_load_balancing_loss` | about 15 min | `course_lib.moe.load_balancing_loss` |
 # | `check_sparse_moe` | about 30 min | `course_lib.moe.SparseMoE` |
+# | `check_capacity_dispatch` | about 30 min | `course_lib.moe` |
+# | `check_dispatch_experts` | about 15 min | `course_lib.moe` |
+# | `check_expert_choice_routing` | about 15 min | `course_lib.moe` |
+# | `check_expert_choice_layer` | about 15 min | `course_lib.moe` |
+# | `check_switch_moe` | about 20 min | `course_lib.moe` |
 #
 # Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
 
 # %%
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from course_lib.checks import check_load_balancing_loss, check_sparse_moe, check_top_k_routing, hint, solution
+from course_lib.checks import (check_capacity_dispatch, check_dispatch_experts, check_expert_choice_layer,
+                               check_expert_choice_routing, check_load_balancing_loss, check_sparse_moe,
+                               check_switch_moe, check_top_k_routing, hint, solution)
 from course_lib.ffn import GatedFeedForward
+from course_lib.moe import SparseMoE as LibrarySparseMoE
 from course_lib.moe import capacity_mask, expert_capacity
 from course_lib.moe import top_k_routing as reference_top_k_routing
 
@@ -126,8 +136,173 @@ class SparseMoE(nn.Module):
 check_sparse_moe(SparseMoE)
 
 # %% [markdown]
+# ## 4. Capacity-factor dispatch with token dropping (4 points)
+# Part 3 borrowed `capacity_mask`; now build the whole dispatch yourself, in the form Switch
+# Transformer and GShard run it on accelerators: every expert gets a **fixed** number of slots,
+#
+# $$S = \left\lceil \text{capacity\_factor} \cdot \frac{N \cdot k}{E} \right\rceil \quad(\texttt{math.ceil}),$$
+#
+# (Switch §2.2 states it for k = 1; with top-k, as in GShard, there are N·k assignments to place:
+# spread evenly they would need N·k/E slots per expert, and the factor adds room).
+# `weights` and `indices` are (N, k) from part 1 (best expert first). **Priority**, as in GShard:
+# the N first choices in sequence order (token 0, 1, 2, …), then the N second choices in sequence
+# order, and so on; each assignment takes the next free slot of its expert, first come, first
+# served, and an assignment that finds its expert full is **dropped**. Return
+# `(dispatch, combine, dropped)`:
+# * `dispatch` (N, E, S) bool: True at [n, e, s] when token n's assignment to expert e holds slot s;
+# * `combine` (N, E, S), `weights`' dtype: that assignment's weight at the same place, 0 elsewhere
+#   (a dropped assignment's weight is lost, **not** renormalised onto the token's other choice);
+# * `dropped`: a float, the dropped **assignments** divided by N·k.
+#
+# A token all of whose assignments are dropped gets nothing from the experts: the layer's output
+# for it is **zero** (part 5), and the block's residual passes it through unchanged (part 3).
+# Sorting by router confidence instead (Batch Priority Routing, V-MoE) is a published variant, but
+# not the order asked here.
+
+# %%
+def capacity_dispatch(weights: torch.Tensor, indices: torch.Tensor, n_experts: int,
+                      capacity_factor: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_capacity_dispatch(capacity_dispatch)
+
+# %% [markdown]
+# ## 5. The experts on their buffers (2 points)
+# With fixed slots every expert runs on a tensor of the same shape, whatever the router did.
+# `dispatch_experts(x, dispatch, combine, experts)`: x is (N, C), `experts` a list of E modules
+# (C → C). **Gather** each expert's buffer (E, S, C) with `dispatch` (an empty slot holds zeros),
+# run expert e **once** on its (S, C) buffer, and **scatter** the outputs back to the tokens with
+# `combine`, which also applies the router weights. Return y (N, C): zero for a fully dropped token.
+# `torch.einsum` writes each of the two moves in one line.
+
+# %%
+def dispatch_experts(x: torch.Tensor, dispatch: torch.Tensor, combine: torch.Tensor, experts) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_dispatch_experts(dispatch_experts)
+
+# %% [markdown]
+# Your two functions next to course_lib's `SparseMoE` (the layer of part 3, without its residual)
+# with the same router and experts and a capacity factor of 1.0: the same output, dropped tokens
+# included. Then the price of a small factor: the share of assignments dropped by a skewed router
+# (one expert preferred) as the factor grows, for top-1 and top-2 routing.
+
+# %% tolerance={"abs": 1e-05}
+torch.manual_seed(8)
+library_moe = LibrarySparseMoE(16, 32, n_experts=4, top_k=2, capacity_factor=1.0).eval()
+with torch.no_grad():
+    library_moe.gate.weight.mul_(3.0)  # a confident router, so that experts overflow
+    h = torch.randn(24, 16)  # (N, C)
+    weights, indices = reference_top_k_routing(library_moe.gate(h), 2)  # (N, k) each
+    try:
+        dispatch, combine, dropped = capacity_dispatch(weights, indices, 4, 1.0)
+        y = dispatch_experts(h, dispatch, combine, library_moe.experts)  # (N, C)
+        y_library = library_moe(h[None])[0]  # (1, N, C) -> (N, C)
+        print(f"dispatch {tuple(dispatch.shape)}; {dropped:.3f} of the assignments dropped "
+              f"(course_lib: {library_moe.last.overflow / indices.numel():.3f}); "
+              f"max |yours - course_lib| = {(y - y_library).abs().max().item():.1e}")
+    except NotImplementedError:
+        print("write capacity_dispatch and dispatch_experts first")
+
+# %% tolerance={"abs": 0.01}
+g = torch.Generator().manual_seed(0)
+skewed_logits = torch.randn(256, 8, generator=g) + torch.linspace(1.0, 0.0, 8)  # (N, E): expert 0 preferred
+print("factor  slots(k=1)  dropped(k=1)  slots(k=2)  dropped(k=2)")
+for factor in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
+    row = f"{factor:>6}"
+    for k in (1, 2):
+        w, i = reference_top_k_routing(skewed_logits, k)  # (N, k) each
+        try:
+            d, _, dropped = capacity_dispatch(w, i, 8, factor)
+            row += f"  {d.shape[-1]:>10}  {dropped:>12.3f}"
+        except NotImplementedError:
+            row += "  (write capacity_dispatch first)"
+    print(row)
+
+# %% [markdown]
+# ## 6. Expert-choice routing (3 points)
+# Zhou et al. (2022) turn the routing around: instead of each token choosing k experts (and
+# experts overflowing), each **expert chooses** its c best tokens, so every expert is exactly full.
+# With $S = \mathrm{softmax}(\text{router\_logits})$ over the **experts** (each row a distribution,
+# as in part 1) and $c = \min(N, \lceil \text{capacity\_factor} \cdot N / E \rceil)$, expert e takes the c tokens
+# with the largest $S[:, e]$, best first. Return `(gates, token_index, unchosen)`: `gates` (E, c) the
+# chosen tokens' $S$ values, `token_index` (E, c) int64 their positions, and `unchosen` a float,
+# the fraction of the N tokens that **no** expert chose (they skip the layer, on the residual).
+
+# %%
+def expert_choice_routing(router_logits: torch.Tensor, capacity_factor: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_expert_choice_routing(expert_choice_routing)
+
+# %% [markdown]
+# With the same skewed router and a factor of 1 (on average one expert per token, as top-1), every
+# expert is exactly full and none overflows, but the tokens no longer get one expert each: some get
+# several, some none.
+
+# %% tolerance={"abs": 0.01, "ints": 0.1}
+try:
+    gates, token_index, unchosen = expert_choice_routing(skewed_logits, 1.0)
+    per_token = torch.bincount(token_index.reshape(-1), minlength=skewed_logits.size(0))  # (N,): experts per token
+    print(f"each of the 8 experts takes {token_index.size(1)} tokens; unchosen: {unchosen:.3f} of the tokens")
+    for n_experts, n_tokens in enumerate(torch.bincount(per_token).tolist()):
+        print(f"{n_tokens:>4} tokens are processed by {n_experts} expert(s)")
+except NotImplementedError:
+    print("write expert_choice_routing first")
+
+# %% [markdown]
+# ## 7. The expert-choice layer (2 points)
+# `expert_choice_layer(x, gates, token_index, experts)`: x is (N, C), `gates` and `token_index` are
+# part 6's (E, c). Expert e runs **once**, on its c chosen tokens `x[token_index[e]]`; its outputs
+# are multiplied by their gates and **added** to the rows of their tokens. Return y (N, C): a token
+# chosen by several experts gets the sum of their weighted outputs, a token no expert chose gets
+# zero (the block's residual passes it through).
+
+# %%
+def expert_choice_layer(x: torch.Tensor, gates: torch.Tensor, token_index: torch.Tensor, experts) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_expert_choice_layer(expert_choice_layer)
+
+# %% [markdown]
+# ## 8. A Switch layer, end to end (3 points)
+# Parts 2, 4 and 5 together, as Switch Transformer's layer: **top-1** routing with a capacity.
+# `forward(x)` takes x (B, T, C) and returns `(y, balance_loss, dropped)`:
+# 1. flatten x to h (N, C); `probs = softmax(self.gate(h))` over the experts; each token's expert is
+#    its most probable one, and its weight is that **probability itself**, not renormalised (with
+#    k = 1 renormalising would make every weight 1, and the router would get no gradient from the
+#    loss: Switch §2.1 scales the expert's output by $p_i(x)$);
+# 2. your `capacity_dispatch` with `self.capacity_factor`, then your `dispatch_experts`;
+# 3. `balance_loss`: part 2's loss with k = 1, $E \cdot \sum_i f_i P_i$;
+# 4. `y = x + ` the experts' output, reshaped to (B, T, C); `dropped` from `capacity_dispatch`.
+
+# %%
+class SwitchMoE(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, n_experts: int = 4, capacity_factor: float = 1.25):
+        super().__init__()
+        self.n_experts, self.capacity_factor = n_experts, capacity_factor
+        self.gate = nn.Linear(d_model, n_experts, bias=False)  # the router
+        self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff) for _ in range(n_experts))  # SwiGLU
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+
+check_switch_moe(SwitchMoE)
+
+# %% [markdown]
 # ## Done?
-# All three ✅ means 8/8. Want more? Put your `SparseMoE` (without the residual) into
+# All eight ✅ means 22/22. Want more? Put your `SparseMoE` (without the residual) into
 # `course_lib.blocks.Block` as the `ffn`, add the balancing loss of every layer to the LM loss,
 # and repeat the lesson's experiment with top-1 routing and a capacity factor of 1.0: how many
-# tokens are dropped per step with and without the loss?
+# tokens are dropped per step with and without the loss? Then train with your `SwitchMoE` and
+# try Batch Priority Routing (sort the queue by router weight): which tokens does it save?

@@ -28,17 +28,21 @@ if importlib.util.find_spec("course_lib") is None:
                               "python -m pip install -e .  (see README.md)")
 
 # %% [markdown]
-# # Exercise 10 · The learning-rate schedule and gradient clipping
+# # Exercise 10 · Schedule, clipping, accumulation and loss scaling
 #
-# Two pieces of every modern training loop. Read `notebooks/10_training_a_gpt.ipynb` first.
+# Four pieces of every modern training loop: the learning-rate schedule, gradient clipping,
+# gradient accumulation and the dynamic loss scaling of float16 training. Read
+# `notebooks/10_training_a_gpt.ipynb` first.
 
 # %% [markdown]
-# **The exercises here** (about 30 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+# **The exercises here** (about 90 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
 #
 # | check | expected time | may not use |
 # |---|---|---|
 # | `check_cosine_lr` | about 15 min | `course_lib.training`, `torch.optim.lr_scheduler` |
 # | `check_clip_grad_norm` | about 15 min | `torch.nn.utils.clip_grad_norm_`, `torch.nn.utils.clip_grad_norm`, `torch.nn.utils.get_total_norm`, `torch.nn.utils.clip_grads_with_norm_`, `course_lib.training` |
+# | `check_accumulate_gradients` | about 20 min | `course_lib` |
+# | `check_grad_scaler` | about 40 min | `torch.amp.GradScaler`, `torch.cuda.amp.GradScaler`, `torch.cpu.amp.GradScaler`, `torch._amp_foreach_non_finite_check_and_unscale_`, `torch._amp_update_scale_`, `course_lib` |
 #
 # Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
 
@@ -47,8 +51,12 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
-from course_lib.checks import check_clip_grad_norm, check_cosine_lr, hint, solution
+from course_lib.checks import (check_accumulate_gradients, check_clip_grad_norm, check_cosine_lr, check_grad_scaler,
+                               hint, solution)
+from course_lib.device import single_thread
 
 # %% [markdown]
 # ## 1. Warm-up + cosine decay (2 points)
@@ -93,6 +101,228 @@ def clip_grad_norm(parameters, max_norm: float):
 clip_result = check_clip_grad_norm(clip_grad_norm)
 
 # %% [markdown]
+# ## 3. Gradient accumulation over micro-batches of unequal size (2 points)
+# When a batch does not fit in memory, split it into micro-batches, run `backward()` on each and step
+# once: `backward()` *adds* into `p.grad`. The sum must be the gradient of the **whole batch's** loss,
+# the mean cross-entropy over all its *kept* tokens. Targets equal to `ignore_index` (padding, or a
+# prompt that is not trained on) count for nothing, so micro-batches of other shapes or with more
+# padding hold different numbers of kept tokens, and dividing each micro-batch's mean by the number of
+# micro-batches (right only when all hold the same number) weighs their tokens unequally.
+#
+# `accumulate_gradients(model, micro_batches, ignore_index=-100)`:
+# * `micro_batches` is a list of `(x, y)`: token ids `x` of shape `(B_i, T_i)` and targets `y` of the
+#   same shape; the shapes differ from one micro-batch to the next; `model(x)` returns logits `(B_i, T_i, V)`;
+# * first clear the gradients the previous step left (`p.grad = None` for every parameter);
+# * count `N`, the kept targets (`y != ignore_index`) of **all** micro-batches together; then for each
+#   micro-batch back-propagate its *summed* token loss divided by `N`
+#   (`F.cross_entropy(..., ignore_index=ignore_index, reduction="sum") / N`);
+# * return the whole batch's mean token loss as a float. Leave `x` and `y` unchanged. If no target
+#   is kept at all, the mean is 0/0: raise a `ValueError` that says so.
+#
+# The check compares your gradients with one `backward()` of `F.cross_entropy` on all tokens of all
+# micro-batches concatenated, on a model whose `.grad` still holds an old step's gradients.
+
+# %%
+def accumulate_gradients(model, micro_batches, ignore_index=-100):
+    """One optimiser step's worth of backward passes over micro_batches, a list of (x, y) with
+    x (B_i, T_i) token ids and y (B_i, T_i) targets. Leaves in each p.grad the gradient of the mean
+    token loss over all micro-batches together; returns that loss."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+accum_result = check_accumulate_gradients(accumulate_gradients)
+
+# %% [markdown]
+# Why the normalisation matters: one step of three micro-batches, a full one, a heavily padded one and
+# a short one. The relative error of the accumulated gradient against one big batch, for your function
+# and for the common shortcut of dividing each micro-batch's mean loss by the number of micro-batches:
+
+# %% tolerance={"rel": 0.01}
+if accum_result.passed:
+    torch.manual_seed(0)
+    lm = nn.Sequential(nn.Embedding(20, 16), nn.Linear(16, 20))  # (B, T) -> (B, T, 20)
+    g = torch.Generator().manual_seed(1)
+    micro = []
+    for rows, T, kept in ((8, 32, 32), (8, 32, 4), (2, 8, 8)):  # full, padded after 4 tokens, short
+        x = torch.randint(0, 20, (rows, T), generator=g)  # (B_i, T_i)
+        y = torch.randint(0, 20, (rows, T), generator=g)  # (B_i, T_i)
+        y[:, kept:] = -100
+        micro.append((x, y))
+    print("kept tokens per micro-batch:", [int((y != -100).sum()) for _, y in micro])
+
+    def error_vs_big():
+        mine = torch.cat([p.grad.flatten() for p in lm.parameters()])
+        return ((mine - big).norm() / big.norm()).item()
+
+    with single_thread():  # tiny tensors: one thread is fastest
+        lm.zero_grad()
+        logits = torch.cat([lm(x).flatten(0, 1) for x, _ in micro])  # (N_all, 20)
+        F.cross_entropy(logits, torch.cat([y.flatten() for _, y in micro])).backward()
+        big = torch.cat([p.grad.flatten() for p in lm.parameters()])
+        accumulate_gradients(lm, micro)
+        yours = error_vs_big()
+        lm.zero_grad()
+        for x, y in micro:
+            (F.cross_entropy(lm(x).flatten(0, 1), y.flatten()) / len(micro)).backward()
+        shortcut = error_vs_big()
+    print(f"your accumulation: {'equal to the big batch up to float32 rounding' if yours < 1e-5 else yours}")
+    print(f"mean / number of micro-batches: relative gradient error {shortcut:.3f}")
+
+# %% [markdown]
+# ## 4. Dynamic loss scaling, the GradScaler of float16 training (4 points)
+# Lesson 10 showed why float16 training multiplies the loss by a scale S before `backward()`: small
+# gradients would otherwise become 0. A large S overflows instead (float16 ends at 65504), so the scale
+# is *dynamic*: lower it when a gradient is inf or NaN (and skip that step), raise it again after a run
+# of clean steps. Write `GradScaler`, a class that behaves as `torch.amp.GradScaler` (the same
+# constructor arguments but the device, the same methods):
+# * `GradScaler(init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
+#   enabled=True)`; `get_scale()` returns the current scale as a float;
+# * `scale(outputs)` returns `outputs * scale`, for one loss or for each loss of a list or tuple (the
+#   same type back); the loop calls `.backward()` on it, so every gradient comes out `scale` times too large;
+# * `unscale_(optimizer)` divides the gradient of every parameter in `optimizer.param_groups` by the
+#   scale, **in place**, and notes *for this optimiser* whether any gradient is inf or NaN. A loop calls
+#   it when it needs the true gradients before the step (to clip them);
+# * `step(optimizer, *args, **kwargs)` first unscales, unless `unscale_(optimizer)` already ran in this
+#   iteration; then it calls `optimizer.step(*args, **kwargs)` only if none of this optimiser's
+#   gradients was inf or NaN; otherwise the step is **skipped** (return `optimizer.step`'s result, or None);
+# * per optimiser and iteration, `unscale_` then `step` is the only order: a second `unscale_`,
+#   `unscale_` after `step`, or a second `step` before `update()` raises `RuntimeError`;
+# * `update()` ends the iteration: if any optimiser's gradients overflowed, `scale *= backoff_factor`
+#   and the count of clean steps goes back to 0; otherwise the count grows by 1, and when it reaches
+#   `growth_interval`, `scale *= growth_factor` and the count goes back to 0. `update(new_scale)` sets
+#   the scale by hand instead (the count stays as it is). Either way the findings of this iteration are
+#   forgotten;
+# * `state_dict()` returns torch's keys, `"scale"`, `"growth_factor"`, `"backoff_factor"`,
+#   `"growth_interval"` and `"_growth_tracker"` (the count of clean steps), holding Python numbers;
+#   `load_state_dict(state)` restores them. Torch's scaler must be able to load yours, and yours torch's;
+# * with `enabled=False` the same loop runs unscaled: `scale` returns its input, `step` just calls
+#   `optimizer.step(...)`, `get_scale()` is 1.0, `state_dict()` is `{}`, and the other methods do nothing.
+#
+# One iteration of a loop with it: `scaler.scale(loss).backward()`, then optionally
+# `scaler.unscale_(optimizer)` and clipping, then `scaler.step(optimizer)` and `scaler.update()`.
+# The check runs your class and `torch.amp.GradScaler("cpu", ...)` side by side through the same
+# scripted runs (gradients cast through float16, so that a too-large scale overflows; infs and NaNs in
+# one gradient; a batch whose loss is inf; two optimisers; a checkpoint each way; `enabled=False`;
+# `update(new_scale)`; two losses in one `scale` call) and compares the scale, which steps were skipped
+# and the parameters after every step. Then it tries the three wrong orders.
+
+# %%
+class GradScaler:
+    """Dynamic loss scaling for float16 training, as torch.amp.GradScaler (without its device argument)."""
+
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000,
+                 enabled=True):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def get_scale(self):
+        """The current scale, a float (1.0 when disabled)."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def scale(self, outputs):
+        """outputs (a loss, or a list or tuple of losses) times the scale: their backward() gives scale x the
+        true gradients."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def unscale_(self, optimizer):
+        """Divide this optimiser's gradients by the scale, in place; note whether any is inf or NaN."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def step(self, optimizer, *args, **kwargs):
+        """Unscale unless done in this iteration; then optimizer.step(), unless a gradient overflowed."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def update(self, new_scale=None):
+        """End of an iteration: back off after an overflow, grow after growth_interval clean steps (or set
+        new_scale by hand)."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def state_dict(self):
+        """torch's keys: scale, growth_factor, backoff_factor, growth_interval, _growth_tracker; {} when disabled."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    def load_state_dict(self, state):
+        """Restore what state_dict() returned, yours or torch.amp.GradScaler's."""
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+
+# %%
+scaler_result = check_grad_scaler(GradScaler)
+
+# %% [markdown]
+# Your scaler at work: 300 steps of a small model whose gradients pass through float16 (anything above
+# 65504 becomes inf), starting from a scale of 2²⁴, far too large. Your scaler and
+# `torch.amp.GradScaler` run the same steps side by side. The scale falls until the gradients fit, then
+# tries to grow after every 25 clean steps, and falls back when that overflows. (`PlainSGD` is a
+# minimal optimiser: `torch.optim.SGD` would do as well, but its first step loads PyTorch's compiler,
+# which takes seconds.)
+
+# %% tolerance={"ints": 0.2, "rel": 0.01}
+if scaler_result.passed:
+    class PlainSGD:  # what a scaler uses of an optimiser: param_groups and step()
+        def __init__(self, params, lr):
+            self.param_groups = [{"params": list(params), "lr": lr}]
+            self.steps = 0
+
+        @torch.no_grad()
+        def step(self):
+            self.steps += 1
+            for p in self.param_groups[0]["params"]:
+                p.add_(p.grad, alpha=-self.param_groups[0]["lr"])
+
+    def fp16_run(scaler, steps=300):
+        torch.manual_seed(0)
+        lm = nn.Sequential(nn.Embedding(20, 16), nn.Linear(16, 20))  # (B, T) -> (B, T, 20)
+        opt = PlainSGD(lm.parameters(), lr=0.5)
+        g = torch.Generator().manual_seed(2)
+        scales, skipped = [], []
+        for step in range(steps):
+            x = torch.randint(0, 20, (16, 8), generator=g)  # (B, T)
+            loss = F.cross_entropy(lm(x).flatten(0, 1), ((x + 1) % 20).flatten())  # learn "next letter"
+            for p in lm.parameters():
+                p.grad = None
+            scaler.scale(loss).backward()
+            for p in lm.parameters():
+                p.grad.copy_(p.grad.half().float())  # float16 gradients: above 65504 is inf
+            before = opt.steps
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
+            skipped.append(opt.steps == before)
+        return scales, skipped
+
+    kw = dict(init_scale=2.0**24, growth_interval=25)
+    with single_thread():  # tiny tensors: one thread is fastest
+        mine, mine_skipped = fp16_run(GradScaler(**kw))
+        ref, ref_skipped = fp16_run(torch.amp.GradScaler("cpu", **kw))
+    print(f"the same scale at every step as torch.amp.GradScaler: {mine == ref}; the same skipped steps: "
+          f"{mine_skipped == ref_skipped}")
+    print(f"skipped steps: {sum(mine_skipped)} of {len(mine)} ({sum(mine_skipped[:20])} in the first 20); "
+          f"last scale 2^{round(math.log2(mine[-1]))}")
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    ax.plot([math.log2(s) for s in mine], lw=1, label="your GradScaler")
+    ax.plot([math.log2(s) for s in ref], lw=1, ls="--", label="torch.amp.GradScaler")
+    ax.scatter([i for i, s in enumerate(mine_skipped) if s], [math.log2(mine[i]) for i, s in enumerate(mine_skipped) if s],
+               s=10, color="red", label="skipped step", zorder=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("log2(scale)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+
+# %% [markdown]
 # ## Done?
-# 4/4 means your schedule and clipping behave exactly like `course_lib.training`'s (and
-# PyTorch's `clip_grad_norm_`). The trainer in lesson 10 uses the same two functions.
+# 10/10 means your schedule and clipping behave exactly like `course_lib.training`'s (and
+# PyTorch's `clip_grad_norm_`), your accumulation gives the gradient of one big batch whatever the
+# micro-batches' shapes and padding, and your loss scaler makes the same decisions as
+# `torch.amp.GradScaler`. Lesson 10's trainer has all four; its micro-batches hold equal numbers of
+# tokens, none ignored, so there dividing each mean by their number is exact, and for float16 on CUDA
+# it uses `torch.amp.GradScaler`.

@@ -28,24 +28,29 @@ if importlib.util.find_spec("course_lib") is None:
                               "python -m pip install -e .  (see README.md)")
 
 # %% [markdown]
-# # Exercise 11 · Nucleus sampling and cached generation
+# # Exercise 11 · Nucleus sampling, cached generation, beam search and repetition penalties
 #
 # Read `notebooks/11_generation.ipynb` first.
 
 # %% [markdown]
-# **The exercises here** (about 45 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+# **The exercises here** (about 140 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
 #
 # | check | expected time | may not use |
 # |---|---|---|
 # | `check_sample_top_p` | about 20 min | `course_lib.generation.top_p_filter`, `course_lib.generation.sample_next` |
 # | `check_generate` | about 25 min | `course_lib.generation.generate` |
+# | `check_beam_search` | about 50 min | `transformers`, `course_lib.generation`, `course_lib.interop` |
+# | `check_repetition_penalty` | about 15 min | `transformers`, `course_lib.generation` |
+# | `check_no_repeat_ngram` | about 20 min | `transformers`, `course_lib.generation` |
+# | `check_generate_penalized` | about 10 min | `transformers`, `course_lib.generation` |
 #
 # Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
 
 # %%
 import torch
 
-from course_lib.checks import check_generate, check_sample_top_p, hint, solution
+from course_lib.checks import (check_beam_search, check_generate, check_generate_penalized, check_no_repeat_ngram,
+                               check_repetition_penalty, check_sample_top_p, hint, solution)
 
 # %% [markdown]
 # ## 1. Top-p (nucleus) sampling (3 points)
@@ -87,3 +92,106 @@ def generate(model, idx, n, use_cache=True):
 
 
 generate_result = check_generate(generate)
+
+# %% [markdown]
+# ## 3. Beam search with a length penalty (5 points)
+# Greedy decoding commits to one token at a time. **Beam search** keeps the `num_beams` (k) best
+# partial sequences ("beams") and extends them all, step by step. Write
+# `beam_search(model, prompt, num_beams, max_new_tokens, eos_id, length_penalty=1.0, use_cache=True)`
+# for one prompt `prompt` (T,) that returns `(sequence, score)`: the best finished hypothesis as a 1-D
+# tensor (the prompt, its new tokens, the EOS token if it ended with one) and its score as a float. It
+# must equal Hugging Face's `generate(num_beams=k, length_penalty=a, early_stopping=True, do_sample=False)`
+# (transformers 5), which works like this:
+# * A beam's **running score** is its sum of log-probabilities (`log_softmax` of the last position's
+#   logits, in float32). The search starts from **one** beam, the prompt, with sum 0.
+# * Each step, add every beam's sum to its V log-probabilities and take the best **2k** candidates
+#   over all beams × vocabulary together (`topk` of the flattened (K, V) tensor; `index // V` is the
+#   beam, `index % V` the token). Walk them best first:
+#   * a candidate whose token is `eos_id` **finishes**, but only if it ranks among the first k;
+#     an EOS candidate ranked lower is dropped. On the last step (`max_new_tokens` new tokens) every
+#     candidate among the first k finishes, EOS or not;
+#   * any other candidate becomes a running beam, until there are k of them (there always are:
+#     at most k of the 2k end with EOS). A finished hypothesis is never extended again.
+# * A finished hypothesis's **score** = sum of log-probabilities / L ** `length_penalty`, where L is
+#   the number of **generated** tokens, the EOS token included (not the prompt). The finished list
+#   keeps the k best scores. `length_penalty` > 0 favours longer hypotheses (the sum is negative),
+#   < 0 shorter ones, 0 compares plain sums.
+# * `early_stopping=True`: stop as soon as k hypotheses have finished (or after `max_new_tokens`
+#   steps); return the best of the finished list.
+#
+# With `use_cache=False`, feed the k whole sequences each step. With `use_cache=True`, feed the prompt
+# once, then only each beam's newest token; the beams change places every step, so first reorder the
+# cache: `model.new_cache()` is a list with one cache per layer whose `.k` and `.v` are
+# (beams, heads, T_cached, D); set `layer.k = layer.k[src]` (and `.v`), `src` the beam each kept
+# candidate came from (the prompt's single row is copied k times by the same indexing).
+#
+# The check runs your function on small GPTs and asks for Hugging Face's answers on the same weights
+# (`generate` on the copy `course_lib.interop.to_hf` makes; the course's tests prove the check's
+# expected answers equal to it): the same sequence and the same score within 1e-4.
+
+# %%
+@torch.no_grad()
+def beam_search(model, prompt, num_beams, max_new_tokens, eos_id, length_penalty=1.0, use_cache=True):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+beam_result = check_beam_search(beam_search)
+
+# %% [markdown]
+# ## 4. Repetition penalty and no repeated n-grams (2 + 2 + 2 points)
+# Greedy and beam search love loops ("the the the"). Two logits processors, as Hugging Face applies
+# them before choosing a token; both take `logits` (B, V) for the next token and `input_ids` (B, T),
+# each row's **whole** sequence so far (prompt and generated tokens), and return new logits (B, V)
+# without changing the input:
+#
+# `repetition_penalty(logits, input_ids, penalty)`, the rule of CTRL (Keskar et al. 2019) as
+# `RepetitionPenaltyLogitsProcessor` applies it: for every token that occurs in the row's `input_ids`,
+# **once per distinct token** however often it occurred, make its logit less likely whatever its sign:
+# a positive logit is **divided** by `penalty`, a negative one **multiplied** by it (dividing -2 would
+# raise it). Other tokens keep their logit. `penalty` > 1 discourages repeats, < 1 rewards them.
+#
+# `no_repeat_ngram(logits, input_ids, n)`, as `NoRepeatNGramLogitsProcessor`: the next token would
+# complete an n-gram with the row's last n - 1 tokens. For every complete n-gram already in the row
+# (starts 0 .. T - n) whose first n - 1 tokens equal those last n - 1 tokens, set the logit of its
+# last token to `-inf`. While T < n nothing is banned; with n = 1 every token seen so far is.
+
+# %%
+def repetition_penalty(logits, input_ids, penalty):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+repetition_result = check_repetition_penalty(repetition_penalty)
+
+
+# %%
+def no_repeat_ngram(logits, input_ids, n):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+ngram_result = check_no_repeat_ngram(no_repeat_ngram)
+
+# %% [markdown]
+# Now decode with them: `generate_penalized(model, idx, n, penalty=1.0, no_repeat_ngram_size=0)` appends
+# `n` greedy tokens to `idx` (B, T) and returns (B, T + n), like part 2 without the cache, but each
+# step's last-position logits (in float32) first go through `repetition_penalty` (when `penalty != 1`)
+# and then `no_repeat_ngram` (when `no_repeat_ngram_size > 0`), both given the **whole sequence so
+# far**, prompt included, as Hugging Face does for a decoder-only model. The check expects the tokens
+# of `generate(do_sample=False, repetition_penalty=..., no_repeat_ngram_size=...)` on the same weights.
+
+# %%
+@torch.no_grad()
+def generate_penalized(model, idx, n, penalty=1.0, no_repeat_ngram_size=0):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+penalized_result = check_generate_penalized(generate_penalized)
+
+# %% [markdown]
+# ## Done?
+# ✅ everywhere means 17/17: your sampler, your cached decoder, your beam search, your two
+# processors and the decoder that uses them decide exactly as `course_lib.generation` and Hugging
+# Face's `generate` do.

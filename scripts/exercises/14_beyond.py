@@ -28,27 +28,37 @@ if importlib.util.find_spec("course_lib") is None:
                               "python -m pip install -e .  (see README.md)")
 
 # %% [markdown]
-# # Exercise 14 · The selective scan
+# # Exercise 14 · The selective scan, sequential and parallel
 #
-# Replace the `raise NotImplementedError()` with your code and run the check cell: ✅ means it
+# Replace each `raise NotImplementedError()` with your code and run the check cell: ✅ means it
 # matches the reference on every case; ❌ says which case failed and, for common mistakes,
-# *why*. `hint("check_selective_scan")` gives a nudge, `solution("check_selective_scan")` the
-# answer. Read `notebooks/14_beyond.ipynb` first.
+# *why*. `hint("check_selective_scan")` gives a nudge, `hint("check_selective_scan", 2)` the idea,
+# `solution("check_selective_scan")` the answer (likewise for every check). Read
+# `notebooks/14_beyond.ipynb` first. Part 1 is the scan as the paper's Algorithm 2 writes it;
+# parts 2-6 make it parallel, differentiable, chunked and exact.
 
 # %% [markdown]
-# **The exercises here** (about 30 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+# **The exercises here** (about 160 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
 #
 # | check | expected time | may not use |
 # |---|---|---|
 # | `check_selective_scan` | about 30 min | `course_lib.ssm.selective_scan`, `course_lib.ssm.MambaBlock`, `course_lib.ssm` |
+# | `check_parallel_scan` | about 35 min | `course_lib.ssm` |
+# | `check_scan_function` | about 30 min | `course_lib.ssm` |
+# | `check_chunked_scan` | about 30 min | `course_lib.ssm` |
+# | `check_discretize_zoh` | about 25 min | `torch.linalg.matrix_exp`, `torch.matrix_exp`, `torch.Tensor.matrix_exp`, `course_lib.ssm` |
+# | `check_selective_scan_zoh` | about 10 min | `torch.linalg.matrix_exp`, `torch.matrix_exp`, `torch.Tensor.matrix_exp`, `course_lib.ssm` |
 #
 # Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
 
 # %%
+import time
+
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks import check_selective_scan, hint, solution
+from course_lib.checks import (check_chunked_scan, check_discretize_zoh, check_parallel_scan, check_scan_function,
+                               check_selective_scan, check_selective_scan_zoh, hint, solution)
 
 _ = torch.manual_seed(0)
 
@@ -79,7 +89,188 @@ def selective_scan(x, delta, A, B, C, D):
 check_selective_scan(selective_scan)
 
 # %% [markdown]
+# ## 2. The parallel scan (3 points)
+# Your loop does T steps one after the other. Each step is an affine map h ↦ aₜ·h + bₜ, and doing
+# (a₁, b₁) and then (a₂, b₂) is again one affine map:
+#
+# $$(a_1, b_1) \text{ then } (a_2, b_2) \;=\; (a_1 a_2,\; a_2 b_1 + b_2).$$
+#
+# This composition is associative, so the T maps can be combined in a tree of depth ⌈log₂ T⌉
+# instead of a chain of length T. Write `parallel_scan(a, b)`: `a` and `b` have the same shape
+# (B, T, ...) (any number of trailing axes); return every state h of that shape, where
+# h_t = a_t·h_{t−1} + b_t and h_{−1} = 0, in O(log T) rounds of whole-tensor operations, for any
+# T ≥ 1 (not only powers of two). Either classic form is fine:
+# * **Hillis–Steele** (the lesson's `scan_parallel`): for offsets s = 1, 2, 4, … < T, combine
+#   every position with the one s steps earlier (the identity (1, 0) before the start);
+#   T·log₂T combines.
+# * **Work-efficient** (Blelloch 1990's idea, written recursively): combine the steps in pairs
+#   (2k, 2k+1), scan the T/2 pairs (that gives the odd states), then fill in
+#   h_2k = a_2k·h_{2k−1} + b_2k; pad one identity step when T is odd. About 2T combines.
+#
+# The check compares with the loop on lengths from 1 to 4096, and counts the torch operations your
+# function runs at T = 256 and at T = 4096: a log-depth scan needs a few more for the 16 times
+# longer sequence, a Python loop over time 16 times as many.
+#
+# **Not allowed:** `course_lib.ssm` (it has `scan_parallel`).
+
+# %%
+def parallel_scan(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+scan_result = check_parallel_scan(parallel_scan)
+
+# %% [markdown]
+# Your scan and a loop over time, on one sequence of T steps with 16 channels (median of 5 runs;
+# the loop does T dependent steps, the scan about 2·log₂T rounds):
+
+# %%
+def median_ms(fn, *args, repeats=5):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2] * 1000
+
+
+def loop_scan(a, b):
+    h, states = torch.zeros_like(b[:, 0]), []
+    for t in range(b.size(1)):
+        h = a[:, t] * h + b[:, t]  # (B, 16)
+        states.append(h)
+    return torch.stack(states, dim=1)  # (B, T, 16)
+
+
+if scan_result.passed:
+    g = torch.Generator().manual_seed(1)
+    for T in (256, 4096):
+        a = torch.rand(1, T, 16, generator=g) * 0.5 + 0.5  # (B, T, 16)
+        b = torch.randn(1, T, 16, generator=g, dtype=torch.float64).float()  # (B, T, 16)
+        err = (parallel_scan(a, b) - loop_scan(a, b)).abs().max().item()
+        print(f"T = {T:>4}: loop {median_ms(loop_scan, a, b):.1f} ms, parallel scan {median_ms(parallel_scan, a, b):.1f} ms; "
+              f"{'agree to 1e-4' if err < 1e-4 else f'differ by {err:.0e}'}")
+
+# %% [markdown]
+# ## 3. The scan's backward pass (3 points)
+# Autograd can differentiate your `parallel_scan` as it is, but it keeps every intermediate of
+# every round. Mamba's kernel writes its own backward pass, and there is a neat reason it can:
+# h_t reaches the loss directly (grad_h_t) and through the next state, h_{t+1} = a_{t+1}·h_t + b_{t+1},
+# so its total gradient g_t = ∂L/∂h_t obeys
+#
+# $$g_t = \text{grad\_h}_t + a_{t+1}\, g_{t+1}, \qquad g_{T-1} = \text{grad\_h}_{T-1}:$$
+#
+# the same linear recurrence, run backwards in time. Then ∂L/∂b_t = g_t and
+# ∂L/∂a_t = g_t·h_{t−1} (with h_{−1} = 0). Write `ScanFunction`, a `torch.autograd.Function`
+# whose `forward(ctx, a, b)` returns `parallel_scan(a, b)` (and saves what backward needs with
+# `ctx.save_for_backward`) and whose `backward(ctx, grad_h)` returns (∂L/∂a, ∂L/∂b) using your
+# `parallel_scan` on the flipped sequences. The check compares h and both gradients with autograd
+# through the plain loop, and counts operations as in part 2.
+
+# %%
+class ScanFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        # YOUR CODE HERE
+        raise NotImplementedError()
+
+
+check_scan_function(ScanFunction)
+
+# %% [markdown]
+# ## 4. Chunks, and the state passed between them (3 points)
+# A GPU kernel cannot hold a whole long sequence in its fast memory, so Mamba's kernel (and
+# Mamba-2's) cuts the sequence into chunks of L steps and passes a state from chunk to chunk.
+# Done in parallel, that is a scan in two levels:
+# 1. scan every chunk **as if it started from h = 0**, all chunks at once (reshape (B, T, ...) to
+#    (B·K, L, ...) for K chunks): h_local;
+# 2. each chunk as a whole is one affine map, (product of its a's, its h_local at the end); scan
+#    those K maps (part 2 again, on K steps) to get the true state at the end of every chunk, and
+#    shift it by one chunk to get h_start, the state entering each chunk (0 for the first);
+# 3. inside a chunk the entering state decays step by step: h_t = h_local_t + (a_first···a_t)·h_start,
+#    with the products from `torch.cumprod` of the chunk's a's.
+#
+# Write `chunked_scan(a, b, chunk)` for any T and chunk ≥ 1 (pad the last chunk with identity steps
+# (1, 0) and drop them at the end); it returns the same states as `parallel_scan(a, b)`. The check
+# compares with the loop and counts operations with chunks of 16, as in part 2.
+#
+# **Not allowed:** `course_lib.ssm`.
+
+# %%
+def chunked_scan(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_chunked_scan(chunked_scan)
+
+# %% [markdown]
+# ## 5. The exact zero-order hold for B̄ (3 points)
+# Part 1 used Ā = exp(ΔA) and **B̄ = ΔB**: Mamba's simplification (what its code does, and what
+# part 1 asks for). Holding x constant over a step of length Δ and solving h' = Ah + Bx exactly
+# gives the zero-order hold of the paper's eq. 4:
+#
+# $$\bar A = \exp(\Delta A), \qquad \bar B = (\Delta A)^{-1}\bigl(\exp(\Delta A) - I\bigr)\,\Delta B.$$
+#
+# A is diagonal, so for each channel e and state n this is a division of numbers:
+# B̄ = (exp(ΔA) − 1)/(ΔA) · ΔB. Write `discretize_zoh(delta, A, B)` with delta (B, T, E), A (E, N),
+# B (B, T, N), returning `(A_bar, B_bar)`, both (B, T, E, N). Two details make it exact in floating
+# point:
+# * where ΔA = 0 (a state that only integrates), (exp(x) − 1)/x → 1, so B̄ = ΔB; no NaN may appear;
+# * for tiny ΔA, exp(ΔA) − 1 cancels almost every digit (1.0000010 − 1 in float32): use
+#   `torch.expm1`, which computes exp(x) − 1 directly.
+#
+# The check compares with the matrix exponential of the 2×2 block matrix [[ΔA, ΔB], [0, 0]],
+# whose top-right entry is exactly B̄ (`torch.linalg.matrix_exp` in float64), on A with a 0 and a
+# −10⁻⁶ among its entries.
+#
+# **Not allowed:** `torch.linalg.matrix_exp` (the check's reference), `course_lib.ssm`
+# (its `discretize` has both forms).
+
+# %%
+def discretize_zoh(delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+zoh_result = check_discretize_zoh(discretize_zoh)
+
+# %% [markdown]
+# How far is Mamba's B̄ = ΔB from the exact one? Their ratio is (exp(ΔA) − 1)/(ΔA), which depends
+# only on ΔA: close to 1 for small steps, far from it once |ΔA| reaches 1.
+
+# %%
+if zoh_result.passed:
+    A_demo = torch.tensor([[-1.0]])  # (E=1, N=1)
+    B_demo = torch.ones(1, 1, 1)  # (B=1, T=1, N=1)
+    for dt in (0.001, 0.01, 0.1, 1.0, 3.0):
+        _, B_exact = discretize_zoh(torch.full((1, 1, 1), dt), A_demo, B_demo)  # (1, 1, 1, 1)
+        print(f"Δ = {dt:<5}  ΔA = {-dt:<6}  B̄ zoh / B̄ euler = {B_exact.item() / dt:.4f}")
+
+# %% [markdown]
+# ## 6. Put together: the exact, parallel selective scan (2 points)
+# Write `selective_scan_zoh(x, delta, A, B, C, D)`: part 1's scan (same inputs and output) with the
+# exact B̄ of part 5, all states at once with part 3's `ScanFunction.apply`:
+# h = scan of the pairs (Āₜ, B̄ₜ·xₜ), then yₜ = Cₜ·hₜ + D·xₜ. The check compares y with the loop
+# and the gradients of y.sum() for every input with autograd through the matrix-exponential
+# reference.
+
+# %%
+def selective_scan_zoh(x, delta, A, B, C, D):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_selective_scan_zoh(selective_scan_zoh)
+
+# %% [markdown]
 # ## Done?
-# ✅ means 4/4. Want more? Write the parallel form: turn your loop's `(A_bar, B_bar * x)` pairs
-# into an associative scan (compose `(a1, b1)` then `(a2, b2)` as `(a1 * a2, a2 * b1 + b2)`)
-# and compare it with your loop in float64 — `course_lib.ssm.scan_parallel` is one answer.
+# ✅ everywhere means 18/18: the loop, the parallel scan, its backward pass and its chunked form,
+# the exact discretisation, and the layer built from them. Mamba's kernel adds what this notebook cannot:
+# it keeps the states in the GPU's on-chip memory and never writes them out (the lesson, §3.3).

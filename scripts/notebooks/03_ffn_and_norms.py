@@ -39,7 +39,8 @@ if importlib.util.find_spec("course_lib") is None:
 # stack does when its residual connections are taken out.
 #
 # **Then** do `exercises/03_ffn_and_norms.ipynb`: GELU, LayerNorm, RMSNorm, a SwiGLU FFN and
-# a pre-LN block, each graded by a check.
+# a pre-LN block, then the backward passes of RMSNorm, LayerNorm and SwiGLU by hand, each graded
+# by a check.
 #
 # Papers: Vaswani et al. 2017 (§3.3 FFN, §5.4 residual + norm); Hendrycks & Gimpel 2016
 # (GELU); Shazeer 2020, *GLU Variants Improve Transformer*; Ba et al. 2016 (LayerNorm);

@@ -38,8 +38,9 @@ if importlib.util.find_spec("course_lib") is None:
 # and how to count the *total* and *active* parameters of Mixtral-8x7B from its config.
 # Our layer and our whole Mixtral are checked against Hugging Face `transformers`.
 #
-# **Then** do `exercises/08_mixture_of_experts.ipynb`: top-k routing, the balancing loss and a sparse MoE
-# forward, each graded by a check.
+# **Then** do `exercises/08_mixture_of_experts.ipynb`: top-k routing, the balancing loss, a sparse MoE
+# forward, capacity-factor dispatch with dropped tokens, expert-choice routing and a Switch layer,
+# each graded by a check.
 #
 # Papers: Shazeer et al. 2017, *Outrageously Large Neural Networks* (the sparsely-gated MoE
 # layer); Lepikhin et al. 2020, *GShard* (top-2, capacity); Fedus et al. 2021, *Switch

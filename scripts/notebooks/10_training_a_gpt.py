@@ -41,7 +41,8 @@ if importlib.util.find_spec("course_lib") is None:
 # sized for a laptop CPU (a few minutes in all, on both threads). The full nanoGPT CPU recipe,
 # 2,000 steps, is `python benchmarks/train_shakespeare.py`.
 #
-# **Then** do `exercises/10_training_a_gpt.ipynb`: the learning-rate schedule and clipping.
+# **Then** do `exercises/10_training_a_gpt.ipynb`: the learning-rate schedule, clipping, gradient
+# accumulation over unequal micro-batches and float16's dynamic loss scaling.
 
 # %%
 import math

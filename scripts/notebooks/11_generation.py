@@ -43,7 +43,8 @@ if importlib.util.find_spec("course_lib") is None:
 # at every step is wasted work; the **KV cache** keeps them. We prove the cached and uncached
 # decodes identical and measure the speed-up live.
 #
-# **Then** do `exercises/11_generation.ipynb`.
+# **Then** do `exercises/11_generation.ipynb`: top-p sampling, cached greedy generation, beam
+# search with a length penalty, and the repetition and n-gram penalties.
 
 # %%
 import math

@@ -54,7 +54,8 @@ if importlib.util.find_spec("course_lib") is None:
 # Lesson 07 looked at one sentence. A single sentence can make any head look like anything;
 # here every score is an average over thousands of queries.
 #
-# **Then** do `exercises/12_inside_attention.ipynb`: write the previous-token score yourself.
+# **Then** do `exercises/12_inside_attention.ipynb`: the previous-token and induction scores,
+# attention rollout and the logit lens, written yourself.
 
 # %%
 import math

@@ -50,7 +50,7 @@ if importlib.util.find_spec("course_lib") is None:
 # block, norms and FFNs, with each of those choices a config field.
 #
 # **Then** do `exercises/13_experiments.ipynb`: write the evaluation loop that scores a model
-# at any length.
+# at any length, then fit scaling laws and find the compute-optimal model size.
 
 # %%
 import math

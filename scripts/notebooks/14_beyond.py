@@ -40,8 +40,8 @@ if importlib.util.find_spec("course_lib") is None:
 # encoder blocks read *images*: a Vision Transformer cuts a digit into patches, treats them as
 # tokens and classifies it from a class token.
 #
-# **Then** do `exercises/14_beyond.ipynb`: the selective scan, sequential form, graded by
-# `check_selective_scan`.
+# **Then** do `exercises/14_beyond.ipynb`: the selective scan step by step, then the parallel
+# (log-depth) scan, its backward, the chunked scan and the exact zero-order-hold discretisation.
 #
 # Paper: Gu & Dao 2023, *Mamba: Linear-Time Sequence Modeling with Selective State Spaces*
 # (equations 1-4, Algorithm 2, Figure 3, Section 4.1.1). Background: Gu et al. 2022, S4;
@@ -392,4 +392,4 @@ plt.show()
 # * A Vision Transformer is the same encoder on patch tokens plus a class token; on 8 × 8 digits a
 #   two-layer ViT learns in seconds, and its class token's attention shows where it looks.
 #
-# **Next:** `exercises/14_beyond.ipynb` — write the sequential selective scan yourself.
+# **Next:** `exercises/14_beyond.ipynb` — write the selective scan yourself, step by step and in parallel.
