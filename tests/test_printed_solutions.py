@@ -89,7 +89,7 @@ OBJECT = {
     "check_encode_iterable": "Tokenizer",
     "check_sample_next": "sample_next",
     "check_generate_cached": "generate",
-    # deeper lesson exercises: 03's backward passes, 08's capacity and expert choice, 10's accumulation
+    # deeper lesson exercises: 01's attention backward, 06's span corruption, 03's backward passes, 08's capacity and expert choice, 10's accumulation
     # and loss scaling
     "check_accumulate_gradients": "accumulate_gradients",
     "check_grad_scaler": "GradScaler",
@@ -107,6 +107,12 @@ OBJECT = {
     "check_chunked_scan": "chunked_scan",
     "check_discretize_zoh": "discretize_zoh",
     "check_selective_scan_zoh": "selective_scan_zoh",
+    "check_softmax_backward": "softmax_backward",
+    "check_attention_backward": "attention_backward",
+    "check_attention_function": "AttentionFunction",
+    "check_random_spans_noise_mask": "random_spans_noise_mask",
+    "check_span_corruption": "span_corruption",
+    "check_t5_collate": "t5_collate",
     "check_rms_norm_backward": "RMSNormFunction",
     "check_layer_norm_backward": "LayerNormFunction",
     "check_swiglu_backward": "SwiGLUFunction",
@@ -139,6 +145,8 @@ ALLOWED_COURSE_LIB = {
                          ("course_lib.moe", "expert_capacity"), ("course_lib.moe", "top_k_routing")},
     # lesson 10's batcher draws the windows (the exercise says to use it)
     "check_eval_at_length": {("course_lib.data", "get_batch")},
+    # the attention backward may use part 1's softmax, as part 2 does
+    "check_attention_backward": {("course_lib.attention", "softmax")},
     # the Switch layer's __init__ (given) builds its experts from lesson 03's gated FFN
     "check_switch_moe": {("course_lib.ffn", "GatedFeedForward")},
 }

@@ -30,8 +30,9 @@ if importlib.util.find_spec("course_lib") is None:
 # %% [markdown]
 # # Exercise 06 · Model families
 #
-# Four pieces, each followed by its check: the decoder block of an encoder-decoder model,
-# BERT's masking rule, T5's `shift_right`, and a complete GPT forward pass. Replace each
+# Seven pieces, each followed by its check: the decoder block of an encoder-decoder model,
+# BERT's masking rule, T5's `shift_right`, a complete GPT forward pass, and T5's pre-training
+# objective, span corruption, in three parts (the random span mask, inputs and targets, a batch). Replace each
 # `raise NotImplementedError()` with your code and run the check cell: ✅ means it matches the
 # reference on every case; ❌ says which case failed and, for common mistakes, *why*.
 # `hint("check_decoder_block")` gives a nudge, `solution("check_decoder_block")` the answer.
@@ -39,7 +40,7 @@ if importlib.util.find_spec("course_lib") is None:
 # Read `notebooks/06_model_families.ipynb` first.
 
 # %% [markdown]
-# **The exercises here** (about 90 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
+# **The exercises here** (about 150 minutes in all). Write each one yourself: the check refuses code that calls the thing it asks you to build, and the grader (`course_lib.checks`) is off limits everywhere. Everything else in torch is yours to use.
 #
 # | check | expected time | may not use |
 # |---|---|---|
@@ -47,6 +48,9 @@ if importlib.util.find_spec("course_lib") is None:
 # | `check_mlm_mask` | about 20 min | `course_lib.models.bert.mlm_mask` |
 # | `check_shift_right` | about 10 min | `course_lib.models.t5.shift_right` |
 # | `check_gpt_forward` | about 30 min | `course_lib.models.gpt.GPT` |
+# | `check_random_spans_noise_mask` | about 20 min | nothing |
+# | `check_span_corruption` | about 20 min | nothing |
+# | `check_t5_collate` | about 20 min | `torch.nn.utils.rnn.pad_sequence`, `course_lib.models.t5.shift_right`, `transformers` |
 #
 # Stuck? `hint('check_…')` gives a nudge, `hint('check_…', 2)` the idea, `solution('check_…')` the code.
 
@@ -55,7 +59,8 @@ import torch
 import torch.nn as nn
 
 from course_lib.attention import CrossAttention, MultiHeadAttention, causal_mask
-from course_lib.checks import check_decoder_block, check_gpt_forward, check_mlm_mask, check_shift_right, hint, solution
+from course_lib.checks import (check_decoder_block, check_gpt_forward, check_mlm_mask, check_random_spans_noise_mask,
+                               check_shift_right, check_span_corruption, check_t5_collate, hint, solution)
 from course_lib.ffn import FeedForward
 from course_lib.models.gpt import GPTConfig, gpt_block
 from course_lib.norms import LayerNorm
@@ -159,7 +164,86 @@ class MiniGPT(nn.Module):
 check_gpt_forward(MiniGPT)
 
 # %% [markdown]
+# ## 5. T5's span corruption, part a: the random span mask (3 points)
+# T5 is pre-trained by *span corruption* (Raffel et al. 2020, §3.1.4 and §3.3): about 15 % of the
+# tokens, in spans of mean length 3, are dropped from the encoder input, and the decoder learns to
+# write them back. Write T5's procedure for choosing them,
+# `random_spans_noise_mask(length, noise_density, mean_noise_span_length, generator)`, which returns
+# a `torch.bool` tensor of shape `(length,)`, `True` at noise tokens:
+# 1. `num_noise = round(length * noise_density)`, then kept between 1 and `length - 1`;
+#    `num_spans = max(round(num_noise / mean_noise_span_length), 1)` (Python's `round`);
+# 2. split the `num_noise` noise tokens into `num_spans` runs of length ≥ 1 at random, every split
+#    equally likely (choose `num_spans - 1` of the `num_noise - 1` gaps between tokens as cut points,
+#    without replacement); split the `length - num_noise` kept tokens into `num_spans` runs the same way;
+# 3. lay the runs out alternately, **starting with kept tokens**: keep, noise, keep, noise, ...
+#    (so every mask starts with a kept token and ends with a noise span).
+#
+# Draw all randomness from `generator` (e.g. `torch.randperm(n, generator=generator)`). The check
+# tests the exact counts, the alternation, that the mask follows the generator, and, over hundreds of
+# draws, that every split is equally likely. Example: `length=10, noise_density=0.3,
+# mean_noise_span_length=1.5` has 3 noise tokens in 2 spans, e.g. `[F F T F F F F F T T]`.
+
+# %%
+def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_length: float,
+                            generator: torch.Generator) -> torch.Tensor:
+    """T5's noise mask: (length,) bool, True at the tokens to corrupt."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_random_spans_noise_mask(random_spans_noise_mask)
+
+# %% [markdown]
+# ## 6. T5's span corruption, part b: inputs and targets (3 points)
+# `span_corruption(ids, noise_mask, sentinel_start, eos_id)` takes one sequence `ids` (T,) and a mask
+# from part a (T,) and returns `(inputs, targets)`, two 1-D tensors of `ids`' dtype:
+# * **inputs**: `ids` with every noise span (a run of `True`) replaced by ONE sentinel id; the
+#   sentinels count **down**: the first span gets `sentinel_start`, the second `sentinel_start - 1`, ...
+#   (Hugging Face's T5 vocabulary: `<extra_id_0>` = 32099, `<extra_id_1>` = 32098, ...);
+# * **targets**: the same with the mask inverted: every run of *kept* tokens becomes one sentinel, so
+#   the targets are each noise span after its sentinel, plus one last sentinel if the sequence ends with
+#   kept tokens (T5's `noise_span_to_unique_sentinel` applied to `~noise_mask`);
+# * `eos_id` appended at the end of both.
+#
+# The masks start with a kept token, as every mask of part a does. Do not modify `ids`. The paper's
+# Figure 2, "Thank you `for inviting` me to your party `last` week .":
+# inputs "Thank you <X> me to your party <Y> week . </s>", targets "<X> for inviting <Y> last <Z> </s>".
+
+# %%
+def span_corruption(ids: torch.Tensor, noise_mask: torch.Tensor, sentinel_start: int,
+                    eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """T5's span corruption of one sequence: (inputs, targets), each ending with eos_id."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_span_corruption(span_corruption)
+
+# %% [markdown]
+# ## 7. T5's span corruption, part c: a training batch (2 points)
+# `t5_collate(examples, pad_id)` turns a list of `(inputs, targets)` pairs from part b (1-D `torch.long`
+# tensors of different lengths) into the batch `T5ForConditionalGeneration` trains on, a dict of four
+# `torch.long` tensors:
+# * `"input_ids"` (B, T_in): the `inputs`, one per row, padded on the right with `pad_id` to the longest;
+# * `"attention_mask"` (B, T_in): 1 at real tokens, 0 at padding;
+# * `"labels"` (B, T_out): the `targets`, one per row, padded on the right with **-100** (ignored by the loss);
+# * `"decoder_input_ids"` (B, T_out): the labels shifted right as in part 3, starting with `pad_id`
+#   (T5's decoder start token) and with -100 read as `pad_id`.
+#
+# Do not modify the tensors in `examples`. The check compares with PyTorch's `pad_sequence`, which it
+# therefore refuses in your code.
+
+# %%
+def t5_collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """A right-padded T5 training batch from (inputs, targets) pairs."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+check_t5_collate(t5_collate)
+
+# %% [markdown]
 # ## Done?
-# All four ✅ means 11/11. Want more? `course_lib.interop.from_hf` turns a Hugging Face
+# All seven ✅ means 19/19. Want more? `course_lib.interop.from_hf` turns a Hugging Face
 # `GPT2LMHeadModel` into course_lib's `GPT`; copy its `state_dict()` into your `MiniGPT`
 # (the names match) and compare the logits.

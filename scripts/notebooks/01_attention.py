@@ -35,7 +35,8 @@ if importlib.util.find_spec("course_lib") is None:
 # attention splits and merges heads — ending with proof that our code equals PyTorch's.
 #
 # **Then** do `exercises/01_attention.ipynb`: softmax, scaled dot-product attention, the
-# causal mask and a multi-head attention module, each graded by a check.
+# causal mask, a multi-head attention module, and attention's backward pass by hand, each graded
+# by a check.
 #
 # Paper: Vaswani et al. 2017, *Attention Is All You Need*, §3.2.
 

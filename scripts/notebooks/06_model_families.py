@@ -44,7 +44,8 @@ if importlib.util.find_spec("course_lib") is None:
 # | LLaMA / Mistral | Touvron et al. 2023 / Jiang et al. 2023 | GPT + RMSNorm + SwiGLU + RoPE + GQA (+ sliding window) |
 #
 # **Then** do `exercises/06_model_families.ipynb`: a decoder block with cross-attention,
-# BERT's masking rule, T5's `shift_right` and a GPT forward pass.
+# BERT's masking rule, T5's `shift_right`, a GPT forward pass, and T5's span-corruption objective
+# (noise mask, sentinels, a collated batch).
 
 # %%
 import matplotlib.pyplot as plt

@@ -30,8 +30,9 @@ if importlib.util.find_spec("course_lib") is None:
 # %% [markdown]
 # # Exercise 06 · Model families
 #
-# Four pieces, each followed by its check: the decoder block of an encoder-decoder model,
-# BERT's masking rule, T5's `shift_right`, and a complete GPT forward pass. Replace each
+# Seven pieces, each followed by its check: the decoder block of an encoder-decoder model,
+# BERT's masking rule, T5's `shift_right`, a complete GPT forward pass, and T5's pre-training
+# objective, span corruption, in three parts (the random span mask, inputs and targets, a batch). Replace each
 # `raise NotImplementedError()` with your code and run the check cell: ✅ means it matches the
 # reference on every case; ❌ says which case failed and, for common mistakes, *why*.
 # `hint("check_decoder_block")` gives a nudge, `solution("check_decoder_block")` the answer.
@@ -43,7 +44,8 @@ import torch
 import torch.nn as nn
 
 from course_lib.attention import CrossAttention, MultiHeadAttention, causal_mask
-from course_lib.checks import check_decoder_block, check_gpt_forward, check_mlm_mask, check_shift_right, hint, solution
+from course_lib.checks import (check_decoder_block, check_gpt_forward, check_mlm_mask, check_random_spans_noise_mask,
+                               check_shift_right, check_span_corruption, check_t5_collate, hint, solution)
 from course_lib.ffn import FeedForward
 from course_lib.models.gpt import GPTConfig, gpt_block
 from course_lib.norms import LayerNorm
@@ -172,7 +174,120 @@ class MiniGPT(nn.Module):
 check_gpt_forward(MiniGPT)
 
 # %% [markdown]
+# ## 5. T5's span corruption, part a: the random span mask (3 points)
+# T5 is pre-trained by *span corruption* (Raffel et al. 2020, §3.1.4 and §3.3): about 15 % of the
+# tokens, in spans of mean length 3, are dropped from the encoder input, and the decoder learns to
+# write them back. Write T5's procedure for choosing them,
+# `random_spans_noise_mask(length, noise_density, mean_noise_span_length, generator)`, which returns
+# a `torch.bool` tensor of shape `(length,)`, `True` at noise tokens:
+# 1. `num_noise = round(length * noise_density)`, then kept between 1 and `length - 1`;
+#    `num_spans = max(round(num_noise / mean_noise_span_length), 1)` (Python's `round`);
+# 2. split the `num_noise` noise tokens into `num_spans` runs of length ≥ 1 at random, every split
+#    equally likely (choose `num_spans - 1` of the `num_noise - 1` gaps between tokens as cut points,
+#    without replacement); split the `length - num_noise` kept tokens into `num_spans` runs the same way;
+# 3. lay the runs out alternately, **starting with kept tokens**: keep, noise, keep, noise, ...
+#    (so every mask starts with a kept token and ends with a noise span).
+#
+# Draw all randomness from `generator` (e.g. `torch.randperm(n, generator=generator)`). The check
+# tests the exact counts, the alternation, that the mask follows the generator, and, over hundreds of
+# draws, that every split is equally likely. Example: `length=10, noise_density=0.3,
+# mean_noise_span_length=1.5` has 3 noise tokens in 2 spans, e.g. `[F F T F F F F F T T]`.
+
+# %%
+def random_spans_noise_mask(length: int, noise_density: float, mean_noise_span_length: float,
+                            generator: torch.Generator) -> torch.Tensor:
+    """T5's noise mask: (length,) bool, True at the tokens to corrupt."""
+    ### BEGIN SOLUTION
+    num_noise = min(max(round(length * noise_density), 1), length - 1)
+    num_spans = max(round(num_noise / mean_noise_span_length), 1)
+
+    def random_split(n):  # n items into num_spans non-empty runs, every split equally likely
+        cuts = torch.randperm(n - 1, generator=generator)[: num_spans - 1].sort().values + 1
+        return torch.diff(torch.cat([torch.tensor([0]), cuts, torch.tensor([n])]))  # (num_spans,)
+
+    keep_lengths = random_split(length - num_noise)  # (S,)
+    noise_lengths = random_split(num_noise)  # (S,)
+    lengths = torch.stack([keep_lengths, noise_lengths], dim=1).flatten()  # (2 S,): keep, noise, keep, ...
+    span_index = torch.repeat_interleave(torch.arange(2 * num_spans), lengths)  # (length,)
+    return span_index % 2 == 1  # (length,): the odd spans are noise
+    ### END SOLUTION
+
+
+check_random_spans_noise_mask(random_spans_noise_mask)
+
+# %% [markdown]
+# ## 6. T5's span corruption, part b: inputs and targets (3 points)
+# `span_corruption(ids, noise_mask, sentinel_start, eos_id)` takes one sequence `ids` (T,) and a mask
+# from part a (T,) and returns `(inputs, targets)`, two 1-D tensors of `ids`' dtype:
+# * **inputs**: `ids` with every noise span (a run of `True`) replaced by ONE sentinel id; the
+#   sentinels count **down**: the first span gets `sentinel_start`, the second `sentinel_start - 1`, ...
+#   (Hugging Face's T5 vocabulary: `<extra_id_0>` = 32099, `<extra_id_1>` = 32098, ...);
+# * **targets**: the same with the mask inverted: every run of *kept* tokens becomes one sentinel, so
+#   the targets are each noise span after its sentinel, plus one last sentinel if the sequence ends with
+#   kept tokens (T5's `noise_span_to_unique_sentinel` applied to `~noise_mask`);
+# * `eos_id` appended at the end of both.
+#
+# The masks start with a kept token, as every mask of part a does. Do not modify `ids`. The paper's
+# Figure 2, "Thank you `for inviting` me to your party `last` week .":
+# inputs "Thank you <X> me to your party <Y> week . </s>", targets "<X> for inviting <Y> last <Z> </s>".
+
+# %%
+def span_corruption(ids: torch.Tensor, noise_mask: torch.Tensor, sentinel_start: int,
+                    eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """T5's span corruption of one sequence: (inputs, targets), each ending with eos_id."""
+    ### BEGIN SOLUTION
+    def replace_runs(mask):  # every run of True in mask -> one sentinel, counting down
+        prev = torch.cat([mask.new_zeros(1), mask[:-1]])  # (T,): was the token before in the mask?
+        first = mask & ~prev  # (T,): the first token of each run
+        sentinels = sentinel_start + 1 - torch.cumsum(first, dim=0)  # (T,): run 1 -> sentinel_start, ...
+        out = torch.where(first, sentinels.to(ids.dtype), ids)[~(mask & prev)]  # (T',): one token per run
+        return torch.cat([out, torch.tensor([eos_id], dtype=ids.dtype)])  # (T' + 1,)
+
+    return replace_runs(noise_mask), replace_runs(~noise_mask)
+    ### END SOLUTION
+
+
+check_span_corruption(span_corruption)
+
+# %% [markdown]
+# ## 7. T5's span corruption, part c: a training batch (2 points)
+# `t5_collate(examples, pad_id)` turns a list of `(inputs, targets)` pairs from part b (1-D `torch.long`
+# tensors of different lengths) into the batch `T5ForConditionalGeneration` trains on, a dict of four
+# `torch.long` tensors:
+# * `"input_ids"` (B, T_in): the `inputs`, one per row, padded on the right with `pad_id` to the longest;
+# * `"attention_mask"` (B, T_in): 1 at real tokens, 0 at padding;
+# * `"labels"` (B, T_out): the `targets`, one per row, padded on the right with **-100** (ignored by the loss);
+# * `"decoder_input_ids"` (B, T_out): the labels shifted right as in part 3, starting with `pad_id`
+#   (T5's decoder start token) and with -100 read as `pad_id`.
+#
+# Do not modify the tensors in `examples`. The check compares with PyTorch's `pad_sequence`, which it
+# therefore refuses in your code.
+
+# %%
+def t5_collate(examples: list[tuple[torch.Tensor, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
+    """A right-padded T5 training batch from (inputs, targets) pairs."""
+    ### BEGIN SOLUTION
+    B = len(examples)
+    T_in = max(len(inputs) for inputs, _ in examples)
+    T_out = max(len(targets) for _, targets in examples)
+    input_ids = torch.full((B, T_in), pad_id, dtype=torch.long)  # (B, T_in)
+    labels = torch.full((B, T_out), -100, dtype=torch.long)  # (B, T_out): -100 is ignored by the loss
+    for b, (inputs, targets) in enumerate(examples):
+        input_ids[b, : len(inputs)] = inputs
+        labels[b, : len(targets)] = targets
+    lengths = torch.tensor([len(inputs) for inputs, _ in examples])  # (B,)
+    attention_mask = (torch.arange(T_in) < lengths[:, None]).long()  # (B, T_in)
+    decoder_input_ids = torch.cat([torch.full((B, 1), pad_id), labels[:, :-1]], dim=1)  # (B, T_out)
+    decoder_input_ids = decoder_input_ids.masked_fill(decoder_input_ids == -100, pad_id)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            "decoder_input_ids": decoder_input_ids}
+    ### END SOLUTION
+
+
+check_t5_collate(t5_collate)
+
+# %% [markdown]
 # ## Done?
-# All four ✅ means 11/11. Want more? `course_lib.interop.from_hf` turns a Hugging Face
+# All seven ✅ means 19/19. Want more? `course_lib.interop.from_hf` turns a Hugging Face
 # `GPT2LMHeadModel` into course_lib's `GPT`; copy its `state_dict()` into your `MiniGPT`
 # (the names match) and compare the logits.
