@@ -113,3 +113,7 @@ def generate(model, idx: torch.Tensor, n: int, use_cache: bool = True, temperatu
             break
     model.train(was_training)
     return idx
+
+
+# speculative decoding lives in course_lib/speculative.py; it is part of generation's API
+from course_lib.speculative import SpeculativeStats, speculative_accept, speculative_generate  # noqa: E402,F401
