@@ -60,7 +60,7 @@ def test_grading_a_folder_writes_json_and_roster(tmp_path):
     (subs / "bob").mkdir(parents=True)
     nbformat.write(nb, subs / "bob" / "01_attention.ipynb")  # bob hands in the untouched exercise
     for c in nb.cells:  # alice solves softmax only
-        if "def softmax" in c.source:
+        if "def softmax(" in c.source:  # part 1 (not part 5's softmax_backward)
             c.source = c.source.replace("# YOUR CODE HERE\n    raise NotImplementedError()",
                                         "e = (x - x.amax(dim, keepdim=True)).exp()\n    return e / e.sum(dim, keepdim=True)")
     (subs / "alice").mkdir()
@@ -77,7 +77,8 @@ def test_grading_a_folder_writes_json_and_roster(tmp_path):
     rows = {r["student"]: r for r in read_roster(roster)}
     assert set(rows) == {"alice", "bob", "carol"}
     checks = ["check_softmax", "check_scaled_dot_product_attention", "check_causal_mask",
-              "check_multi_head_attention"]
+              "check_multi_head_attention", "check_softmax_backward", "check_attention_backward",
+              "check_attention_function"]
     assert list(rows["alice"])[5:] == checks
     assert rows["alice"]["check_softmax"] == "2" and rows["alice"]["score"] == "2"
     assert rows["alice"]["check_causal_mask"] == "0" and rows["alice"]["status"] == "graded"
