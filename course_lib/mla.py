@@ -187,7 +187,7 @@ class MultiHeadLatentAttention(nn.Module):
     def up_projections(self) -> tuple[torch.Tensor, torch.Tensor]:
         """kv_b_proj split per head: W_UK (H, d_n, r) and W_UV (H, d_v, r)."""
         cfg = self.config
-        w = self.kv_b_proj.weight.view(cfg.n_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
+        w = self.kv_b_proj.weight.view(cfg.n_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)  # (H, dn+dv, r)
         return w.split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=1)  # (H, d_n + d_v, r) -> 2 parts
 
     def absorbed_weights(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -111,7 +111,7 @@ class PagedKVCache:
         self.reserve([seq_id], [start + k.size(1)])
         where = self.slots(seq_id, start, start + k.size(1))  # (T_new,)
         self.k[layer].view(-1, *self.k.shape[-2:])[where] = k.transpose(0, 1).to(self.k.dtype)  # (T_new, H_kv, D)
-        self.v[layer].view(-1, *self.v.shape[-2:])[where] = v.transpose(0, 1).to(self.v.dtype)
+        self.v[layer].view(-1, *self.v.shape[-2:])[where] = v.transpose(0, 1).to(self.v.dtype)  # (T_new, H_kv, D)
         self.written[layer][seq_id] = start + k.size(1)
 
     def gather(self, layer: int, seq_ids, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -196,7 +196,7 @@ def _speculate_one(target, draft, ids: torch.Tensor, max_new_tokens: int, k: int
                               "share the target's tokenizer (vocabulary) for the acceptance rule to compare them.")
         n, token = accept(p, q, guesses, generator)  # 3. the acceptance rule
         n = int(n)
-        seq = torch.cat([seq[:, :seq.size(1) - k_now + n], torch.as_tensor(token).view(1, 1).to(seq)], dim=1)
+        seq = torch.cat([seq[:, :seq.size(1) - k_now + n], torch.as_tensor(token).view(1, 1).to(seq)], dim=1)  # (1, T')
         # 4. roll both caches back: they keep every token except the newest, which is fed next round
         target_len, draft_len = seq.size(1) - 1, min(draft_len, seq.size(1) - 1)
         truncate_cache(target_cache, target_len)

@@ -233,7 +233,7 @@ def _function_variant(q, k, v, do, scale=None, causal=False, *, kind):
     o = torch.exp(masked - lse) @ v  # (..., T_q, D_v)
     p = torch.exp((raw if kind == "backward_not_masked" else masked) - lse)  # (..., T_q, T_k)
     ds = p * (do @ v.transpose(-2, -1) - (do * o).sum(-1, keepdim=True))  # (..., T_q, T_k)
-    return [o, ds @ k * scale, ds.transpose(-2, -1) @ q * scale, p.transpose(-2, -1) @ do]
+    return [o, ds @ k * scale, ds.transpose(-2, -1) @ q * scale, p.transpose(-2, -1) @ do]  # O, dq, dk, dv
 
 
 FUNCTION_SOLUTION = """import math

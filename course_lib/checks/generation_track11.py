@@ -118,10 +118,10 @@ def beam_variant(model, prompt, num_beams, max_new_tokens, eos_id, length_penalt
         if per_beam:  # each beam's own best `per_beam` tokens, then ranked together
             vals, toks = totals.topk(min(per_beam, V), dim=-1)  # (K, w)
             rows = torch.arange(totals.size(0))[:, None].expand_as(toks)  # (K, w)
-            order = vals.flatten().argsort(descending=True)[:width * k]
-            top, src, token = vals.flatten()[order], rows.flatten()[order], toks.flatten()[order]
+            order = vals.flatten().argsort(descending=True)[:width * k]  # (2k,) into the (K * w,) candidates
+            top, src, token = vals.flatten()[order], rows.flatten()[order], toks.flatten()[order]  # (2k,) each
         else:
-            top, flat = totals.flatten().topk(width * k)
+            top, flat = totals.flatten().topk(width * k)  # (2k,) over all K * V candidates
             src, token = flat // V, flat % V
         keep = []
         for rank in range(top.numel()):
@@ -316,7 +316,7 @@ def rep_variant(logits, input_ids, penalty, *, how="ctrl", per_occurrence=False,
     """The repetition penalty with one mistake switched on; with none, RepetitionPenaltyLogitsProcessor."""
     out = logits.clone()
     for b in range(logits.size(0)):
-        ids = input_ids.flatten() if whole_batch else input_ids[b]
+        ids = input_ids.flatten() if whole_batch else input_ids[b]  # (B * T,) or (T,)
         for t in (ids.tolist() if per_occurrence else ids.unique().tolist()):
             x = out[b, t]
             if how == "divide_all":

@@ -305,7 +305,7 @@ def expert_choice_reference(router_logits, capacity_factor, *, kind=None):
     else:
         gates, index = scores.t().topk(c, dim=-1)  # (E, c): experts choosing tokens
     chosen = torch.zeros(N, dtype=torch.bool, device=router_logits.device)
-    chosen[index.reshape(-1)] = True
+    chosen[index.reshape(-1)] = True  # (N,): chosen by at least one expert
     return gates, index, 1.0 - chosen.sum().item() / N
 
 
@@ -386,7 +386,7 @@ def _expert_choice_layer_cases():
         for p in experts.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) / math.sqrt(p.shape[-1]))
         x = torch.randn(N, C, generator=g, dtype=torch.float64).to(dtype)
-        n_multi = int((torch.bincount(index.reshape(-1), minlength=N) > 1).sum())
+        n_multi = int((torch.bincount(index.reshape(-1), minlength=N) > 1).sum())  # tokens chosen twice or more
         cases.append((f"x ({N}, {C}) {dtype}, {E} experts each taking {index.shape[1]} tokens "
                       f"({n_multi} tokens chosen by several experts)", (x, gates.to(dtype), index, experts)))
     return cases
@@ -442,7 +442,7 @@ def _switch_forward(m, x, *, kind=None):
     f = F.one_hot(index[:, 0], m.n_experts).to(h.dtype).mean(0)  # (E,)
     aux = m.n_experts * (f * probs.mean(0)).sum()
     out = y if kind == "no_residual" else h + y  # (N, C)
-    return [out.view(B, T, C), aux, torch.tensor(float(dropped), dtype=torch.float64)]
+    return [out.view(B, T, C), aux, torch.tensor(float(dropped), dtype=torch.float64)]  # (B, T, C), (), ()
 
 
 SWITCH_MISCONCEPTIONS = {

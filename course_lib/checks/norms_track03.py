@@ -317,7 +317,7 @@ def _swiglu_variant(x, w_gate, w_up, w_down, grad_out, kind):
     dw_gate, dw_up = da.t() @ x2, db.t() @ x2  # (F, C)
     if kind == "weight_grads_transposed":
         dw_gate, dw_up, dw_down = dw_gate.t(), dw_up.t(), dw_down.t()
-    return [(h @ w_down.t()).reshape(x.shape), dx.reshape(x.shape), dw_gate, dw_up, dw_down]
+    return [(h @ w_down.t()).reshape(x.shape), dx.reshape(x.shape), dw_gate, dw_up, dw_down]  # (N, C) -> x's
 
 
 SWIGLU_BACKWARD_MISCONCEPTIONS = {

@@ -262,7 +262,7 @@ def _t5_mask(length, density, mean, g):
         cuts = torch.randperm(n - 1, generator=g)[: num_spans - 1].sort().values + 1
         return torch.diff(torch.cat([torch.tensor([0]), cuts, torch.tensor([n])]))
 
-    lengths = torch.stack([split(length - num_noise), split(num_noise)], dim=1).flatten()
+    lengths = torch.stack([split(length - num_noise), split(num_noise)], dim=1).flatten()  # (S, 2) -> (2S,)
     return torch.repeat_interleave(torch.arange(2 * num_spans), lengths) % 2 == 1
 
 
@@ -277,7 +277,7 @@ def _joined(pair) -> torch.Tensor:
     a, b = pair
     if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
         return torch.tensor([])
-    return torch.cat([a.reshape(-1).long(), torch.tensor([-7]), b.reshape(-1).long()]).double()
+    return torch.cat([a.reshape(-1).long(), torch.tensor([-7]), b.reshape(-1).long()]).double()  # 1-D
 
 
 @register("check_span_corruption", minutes=20, points=3,
@@ -412,7 +412,7 @@ def _collate_cases():
 def _collate_joined(out) -> torch.Tensor:
     if not (isinstance(out, dict) and all(isinstance(out.get(k), torch.Tensor) for k in COLLATE_KEYS)):
         return torch.tensor([])
-    return torch.cat([torch.cat([out[k].reshape(-1).double(), torch.tensor([0.5])]) for k in COLLATE_KEYS])
+    return torch.cat([torch.cat([out[k].reshape(-1).double(), torch.tensor([0.5])]) for k in COLLATE_KEYS])  # 1-D
 
 
 @register("check_t5_collate", minutes=20, points=2,

@@ -105,7 +105,8 @@ def _accum_variant(model, micro_batches, ignore_index=-100, *, norm="tokens", ze
     for (x, y), n_i, b_i in zip(micro_batches, kept, rows):
         if zero_each:
             model.zero_grad(set_to_none=True)
-        loss_sum = F.cross_entropy(model(x).flatten(0, 1), y.flatten(), ignore_index=ignore_index, reduction="sum")
+        logits = model(x).flatten(0, 1)  # (B, T, V) -> (B*T, V)
+        loss_sum = F.cross_entropy(logits, y.flatten(), ignore_index=ignore_index, reduction="sum")  # (B*T,) targets
         divisor = {"tokens": sum(kept), "means": n_i, "means_over_k": n_i * k,
                    "all_tokens": sum(y.numel() for _, y in micro_batches),
                    "sequences": n_i * sum(rows) / b_i}[norm]
@@ -619,13 +620,13 @@ class _Run:
                     p.grad.copy_(p.grad.half().float())  # what an fp16 backward can hold: above 65504 is inf
                 if "inf" in spec:
                     i, value = spec["inf"]
-                    self.params[i].grad.view(-1)[1] = value
+                    self.params[i].grad.view(-1)[1] = value  # flat view: the gradient's second entry
             norm = None
             if spec.get("unscale"):
                 for opt in self.opts:
                     call(scaler.unscale_, opt)
                 grads = [p.grad for p in self.params]
-                norm = float(torch.cat([g.flatten() for g in grads]).norm())
+                norm = float(torch.cat([g.flatten() for g in grads]).norm())  # all gradients as one (P,)
                 if math.isfinite(norm) and norm > 0.3:
                     with torch.no_grad():
                         for g in grads:
@@ -644,7 +645,7 @@ class _Run:
                 raise Mismatch(f"get_scale() should return the scale as a number, got {type(scale).__name__}") \
                     from None
             stepped = tuple(opt.steps - b for opt, b in zip(self.opts, before))
-            flat = torch.cat([p.detach().flatten() for p in self.params]).clone()
+            flat = torch.cat([p.detach().flatten() for p in self.params]).clone()  # (P,)
             self.trace.append((scale, stepped, flat, norm))
         return self
 

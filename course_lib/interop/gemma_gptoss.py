@@ -141,7 +141,7 @@ def experts_to_hf(experts: dict) -> dict:
     w = lambda e, name: experts[f"{e}.{name}"]  # noqa: E731
     gate_up = torch.stack([torch.stack([w(e, "gate_proj.weight").t(), w(e, "up_proj.weight").t()], dim=-1)
                            .flatten(-2) for e in range(E)])  # (E, C, F, 2) -> (E, C, 2F): g0 u0 g1 u1 ...
-    gate_up_bias = torch.stack([torch.stack([w(e, "gate_proj.bias"), w(e, "up_proj.bias")], dim=-1).flatten()
+    gate_up_bias = torch.stack([torch.stack([w(e, "gate_proj.bias"), w(e, "up_proj.bias")], dim=-1).flatten()  # (2F,)
                                 for e in range(E)])  # (E, 2F)
     down = torch.stack([w(e, "down_proj.weight").t() for e in range(E)])  # (E, F, C)
     down_bias = torch.stack([w(e, "down_proj.bias") for e in range(E)])  # (E, C)

@@ -175,7 +175,7 @@ def _train_tiny_qwen3(qk_norm, steps, lr, seed, d_model, n_layers, n_heads, T, b
             block.attn.max_logits = []
         logits = model(ids[:, :-1]).logits  # (B, T-1, V)
         target = ids[:, T // 2:]  # (B, T/2): only the copied half can be predicted
-        loss = F.cross_entropy(logits[:, T // 2 - 1:].reshape(-1, vocab_size), target.reshape(-1))
+        loss = F.cross_entropy(logits[:, T // 2 - 1:].reshape(-1, vocab_size), target.reshape(-1))  # (B·T/2, V)
         opt.zero_grad()
         loss.backward()
         opt.step()
