@@ -1,7 +1,7 @@
 """Parameter counts and FLOPs from configs: equal to instantiated models and to published totals."""
 import pytest
 
-from course_lib.models import bert, gpt, llama, t5
+from course_lib.models import bert, deepseek, gemma3, gpt, gpt_oss, llama, olmo2, qwen3, t5
 from course_lib.models.sizes import PUBLISHED, flops_per_token, param_count
 
 TINY = {
@@ -15,6 +15,21 @@ TINY = {
     "llama GQA": (llama.LlamaConfig(vocab_size=50, d_model=24, n_layers=2, n_heads=6, n_kv_heads=2, d_ff=40), llama.Llama),
     "llama biases, tied": (llama.LlamaConfig(vocab_size=50, d_model=24, n_layers=2, n_heads=2, d_ff=40,
                                              attention_bias=True, mlp_bias=True, tie_weights=True), llama.Llama),
+    # the 2025 families: param_count dispatches to each family's own counter
+    "deepseek-v3": (deepseek.DeepSeekV3Config(vocab_size=50, d_model=24, n_layers=2, n_heads=4, d_ff=40, moe_d_ff=12,
+                                              n_routed_experts=8, top_k=2, n_group=4, topk_group=2,
+                                              first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=12,
+                                              qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=6),
+                    deepseek.DeepSeekV3),
+    "qwen3": (qwen3.Qwen3Config(vocab_size=50, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=40),
+              qwen3.Qwen3),
+    "qwen3-moe": (qwen3.Qwen3Config(vocab_size=50, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=40,
+                                    moe=qwen3.Qwen3MoE(n_experts=4, top_k=2, d_ff=16, dense_layers=(1,))), qwen3.Qwen3),
+    "olmo2": (olmo2.Olmo2Config(vocab_size=50, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=40), olmo2.Olmo2),
+    "gemma3": (gemma3.Gemma3Config(vocab_size=50, d_model=24, n_layers=3, n_heads=4, n_kv_heads=2, head_dim=6, d_ff=40,
+                                   query_pre_attn_scalar=6, sliding_window=3), gemma3.Gemma3),
+    "gpt-oss": (gpt_oss.GptOssConfig(vocab_size=50, d_model=24, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=6, d_ff=8,
+                                     n_experts=4, top_k=2, sliding_window=3), gpt_oss.GptOss),
 }
 
 

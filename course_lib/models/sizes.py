@@ -96,12 +96,23 @@ def llama_params(cfg: LlamaConfig) -> ParamCount:
 
 
 def param_count(cfg) -> ParamCount:
-    """Parameters implied by any family's config."""
-    for kind, fn in ((GPTConfig, gpt_params), (BertConfig, bert_params), (T5Config, t5_params),
-                     (LlamaConfig, llama_params)):
+    """Parameters implied by any family's config. The 2025 families count themselves in their own
+    files (imported here, inside the function: they import ParamCount from this one); Qwen3 and
+    OLMo 2 configs are LlamaConfigs too, so they are tried before it."""
+    from course_lib.models.deepseek import DeepSeekV3Config, deepseek_v3_params
+    from course_lib.models.gemma3 import Gemma3Config, gemma3_params
+    from course_lib.models.gpt_oss import GptOssConfig, gpt_oss_params
+    from course_lib.models.olmo2 import Olmo2Config, olmo2_params
+    from course_lib.models.qwen3 import Qwen3Config, qwen3_params
+
+    families = ((DeepSeekV3Config, deepseek_v3_params), (Gemma3Config, gemma3_params), (GptOssConfig, gpt_oss_params),
+                (Olmo2Config, olmo2_params), (Qwen3Config, qwen3_params), (GPTConfig, gpt_params),
+                (BertConfig, bert_params), (T5Config, t5_params), (LlamaConfig, llama_params))
+    for kind, fn in families:
         if isinstance(cfg, kind):
             return fn(cfg)
-    raise TypeError(f"param_count knows GPTConfig, BertConfig, T5Config and LlamaConfig, got {type(cfg).__name__}.")
+    names = ", ".join(kind.__name__ for kind, _ in families)
+    raise TypeError(f"param_count knows {names}; got {type(cfg).__name__}.")
 
 
 def moe_params(vocab_size: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int,
