@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .cases import Case, grade_function
+from .cases import Case, function_class, grade_function, gradcheck, through_engine
 from .core import Mismatch, call_learner, compare, diagnose, register, snapshot
 
 _AUTOGRAD = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.backward",
@@ -273,32 +273,6 @@ class AttentionFunction(torch.autograd.Function):
 """
 
 
-def _through_engine(cls: type, inputs: tuple, do: torch.Tensor):
-    """o = cls.apply(*inputs); autograd's engine calls cls.backward with `do`. Returns (o, what backward
-    returned), read by a spy subclass before the engine checks (or quietly reshapes) it."""
-    returned = []
-
-    def backward(ctx, *grads):
-        out = cls.backward(ctx, *grads)
-        returned.append(out)
-        return out
-
-    spy = type(cls.__name__, (cls,), {"backward": staticmethod(backward)})
-    o = spy.apply(*inputs)
-    if not isinstance(o, torch.Tensor):
-        return o, None
-    try:
-        torch.autograd.grad(o, inputs[:3], do, allow_unused=True)
-    except Exception:  # the engine refuses a malformed result: judge what backward returned
-        if not returned:
-            raise
-    return o.detach(), (returned[0] if returned else None)
-
-
-def _gradcheck(cls: type, inputs: tuple) -> bool:
-    return torch.autograd.gradcheck(cls.apply, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=False)
-
-
 _FUNCTION_SPECS = [((2, 2), 5, 5, 8, 8, None, False, torch.float32),
                    ((2,), 6, 6, 4, 4, 0.5, True, torch.float32),
                    ((2,), 3, 5, 4, 6, 0.8, False, torch.float32),  # cross-attention: T_q != T_k
@@ -314,9 +288,7 @@ _FUNCTION_SPECS = [((2, 2), 5, 5, 8, 8, None, False, torch.float32),
                "equals rowsum(dP ⊙ P); dS = P ⊙ (dP − Δ); dq = scale·dS·K; dk = scale·dSᵀ·Q; "
                "return dq, dk, dv, None, None.")
 def check_attention_function(learner):
-    if not (isinstance(learner, type) and issubclass(learner, torch.autograd.Function)):
-        got = learner.__name__ if isinstance(learner, type) else type(learner).__name__
-        raise Mismatch(f"pass the class itself (AttentionFunction), a subclass of torch.autograd.Function; got {got}")
+    function_class(learner, "AttentionFunction")
     cases = _attention_cases(13, _FUNCTION_SPECS)
     names = ("q", "k", "v", "do")
     outs, refs = [], []
@@ -324,7 +296,7 @@ def check_attention_function(learner):
         refs.append(_attention_reference(q, k, v, do, scale, causal))
         leaves = tuple(t.clone().requires_grad_(True) for t in (q, k, v))
         before = snapshot(leaves + (do,))
-        o, grads = call_learner(_through_engine, learner, leaves + (scale, causal), do)
+        o, grads = call_learner(through_engine, learner, leaves + (scale, causal), do)
         for a, b, n in zip(leaves + (do,), before, names):
             if not torch.equal(a.detach(), b):
                 raise Mismatch(f"your code modified `{n}` in place; compute new tensors instead",
@@ -350,7 +322,7 @@ def check_attention_function(learner):
             raise Mismatch(mm.reason, f"case: {label}", key) from None
     for label, (q, k, v, _, scale, causal) in cases[-1:]:
         leaves = tuple(t.clone().requires_grad_(True) for t in (q, k, v))
-        if not call_learner(_gradcheck, learner, leaves + (scale, causal)):
+        if not call_learner(gradcheck, learner, leaves + (scale, causal)):
             raise Mismatch("torch.autograd.gradcheck fails: your backward disagrees with finite differences of "
                            "your forward through AttentionFunction.apply (run torch.autograd.gradcheck yourself "
                            "to see where)", f"case: {label}")

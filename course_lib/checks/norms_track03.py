@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .cases import function_class, gradcheck, through_engine
 from .core import Mismatch, call_learner, compare, diagnose, register, snapshot
 
 # what would do the exercise for the learner: the norms themselves and autograd inside backward
@@ -23,41 +24,6 @@ _AUTOGRAD = ("torch.autograd.grad", "torch.autograd.backward", "torch.Tensor.bac
 _NORMS = ("torch.nn.functional.rms_norm", "torch.rms_norm", "torch.nn.RMSNorm",
           "torch.nn.functional.layer_norm", "torch.layer_norm", "torch.native_layer_norm",
           "torch.nn.LayerNorm", "course_lib.norms")
-
-
-# ------------------------------------------------------------------ running a learner's Function
-def _function_class(learner, what: str) -> type:
-    if not (isinstance(learner, type) and issubclass(learner, torch.autograd.Function)):
-        got = learner.__name__ if isinstance(learner, type) else type(learner).__name__
-        raise Mismatch(f"pass the class itself ({what}), a subclass of torch.autograd.Function; got {got}")
-    return learner
-
-
-def _through_engine(cls: type, inputs: tuple, grad_out: torch.Tensor):
-    """y = cls.apply(*inputs), then autograd's engine calls cls.backward with grad_out.
-    Returns (y, what backward returned), read by a spy subclass before the engine checks it."""
-    returned = []
-
-    def backward(ctx, *grads):
-        out = cls.backward(ctx, *grads)
-        returned.append(out)
-        return out
-
-    spy = type(cls.__name__, (cls,), {"backward": staticmethod(backward)})
-    y = spy.apply(*inputs)
-    if not isinstance(y, torch.Tensor):
-        return y, None
-    leaves = [a for a in inputs if isinstance(a, torch.Tensor)]
-    try:
-        torch.autograd.grad(y, leaves, grad_out, allow_unused=True)
-    except Exception:  # noqa: BLE001 - the engine refuses a malformed result; judge what backward returned
-        if not returned:
-            raise
-    return y.detach(), (returned[0] if returned else None)
-
-
-def _gradcheck(cls: type, inputs: tuple) -> bool:
-    return torch.autograd.gradcheck(cls.apply, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=False)
 
 
 def _autograd_reference(fn, inputs: tuple, grad_out: torch.Tensor) -> list[torch.Tensor]:
@@ -73,7 +39,7 @@ def _grade_function_class(learner, what: str, cases: list[tuple], reference, var
     """cases: (label, inputs, grad_out). `names` names forward's inputs; the tensor ones get a
     gradient, the others (eps) must get None. `reference(*inputs, grad_out)` and each variant return
     [y, grad per tensor input]."""
-    cls = _function_class(learner, what)
+    cls = function_class(learner, what)
     outs, refs = [], []
     tensor_names = [n for n, a in zip(names, cases[0][1]) if isinstance(a, torch.Tensor)]
     wanted = ", ".join(f"d{n}" if isinstance(a, torch.Tensor) else "None"
@@ -83,7 +49,7 @@ def _grade_function_class(learner, what: str, cases: list[tuple], reference, var
         leaves = tuple(a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) else a
                        for a in inputs)
         before = snapshot(leaves + (grad_out,))
-        y, grads = call_learner(_through_engine, cls, leaves, grad_out)
+        y, grads = call_learner(through_engine, cls, leaves, grad_out)
         for a, b, n in zip(leaves + (grad_out,), before, names + ("grad_out",)):
             if b is not None and not torch.equal(a.detach(), b):
                 raise Mismatch(f"your code modified `{n}` in place; compute new tensors instead (avoid `*=`, "
@@ -109,7 +75,7 @@ def _grade_function_class(learner, what: str, cases: list[tuple], reference, var
             raise Mismatch(mm.reason, f"case: {label}", key) from None
     label, inputs, _ = cases[-1]  # a float64 case
     leaves = tuple(a.detach().clone().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in inputs)
-    if not call_learner(_gradcheck, cls, leaves):
+    if not call_learner(gradcheck, cls, leaves):
         raise Mismatch("torch.autograd.gradcheck fails: your backward disagrees with finite differences of your "
                        f"forward through {what}.apply (run torch.autograd.gradcheck yourself to see where)",
                        f"case: {label}")
