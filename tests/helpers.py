@@ -2,6 +2,7 @@
 models -> the inputs they are compared on. Import them by name: `from helpers import assert_diagnosed`
 (tests/conftest.py says why this is a plain module and not a set of fixtures)."""
 import torch
+import torch.nn as nn
 
 from course_lib.checks import REGISTRY
 
@@ -84,3 +85,125 @@ def assert_delegates(result, used):
     assert not result.passed and result.points == 0 and result.status == "failed", result
     assert result.misconception == "delegates", (result.misconception, result.message)
     assert "not allowed here" in result.message and used in result.message, result.message
+
+
+# ------------------------------------------------------------------ parity with Hugging Face (interop, 2025 families)
+INTEROP_VOCAB = 41  # the vocabulary of the tiny models in test_interop.py and the 2025 family tests
+
+
+def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Move every weight off its initial value (norm gains off 1, biases off 0), so a swapped or
+    missing tensor shows; HF Mixtral's fused experts start as torch.empty, so they are drawn anew."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "experts" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            else:
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return model.eval()
+
+
+def padded_batch(kind: str):
+    """Two rows, one right-padded and one left-padded (attention_mask 0 = padding)."""
+    torch.manual_seed(1)
+    if kind == "image":
+        return {"pixel_values": torch.rand(3, 1, 8, 8)}
+    mask = torch.tensor([[1] * 6 + [0] * 3, [0] * 3 + [1] * 6])  # (B, T): right padding, left padding
+    batch = {"input_ids": torch.randint(1, INTEROP_VOCAB, (2, 9)) * mask, "attention_mask": mask}  # [PAD] = 0
+    if kind == "seq2seq":
+        batch |= {"decoder_input_ids": torch.randint(1, INTEROP_VOCAB, (2, 5)),
+                  "decoder_attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])}
+    return batch
+
+
+def real_outputs(model: nn.Module, batch: dict) -> torch.Tensor:
+    """The model's logits (or hidden states) at the real, unpadded positions only -> (N, V or C)."""
+    from transformers import PreTrainedModel
+    ours = not isinstance(model, PreTrainedModel)
+    with torch.no_grad():
+        if "pixel_values" in batch:
+            return model(batch["pixel_values"]) if ours else model(**batch).logits
+        out = model(**batch)
+    y = getattr(out, "logits", None)
+    y = out.last_hidden_state if y is None else y  # (B, T, V or C)
+    real = batch.get("decoder_attention_mask", batch["attention_mask"]).bool()  # (B, T)
+    return y[real]
+
+
+def max_err(a: nn.Module, b: nn.Module, batch: dict) -> float:
+    ya, yb = real_outputs(a, batch), real_outputs(b, batch)
+    assert torch.isfinite(ya).all() and torch.isfinite(yb).all()
+    return (ya - yb).abs().max().item()
+
+
+def assert_same_state(a: nn.Module, b: nn.Module):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) == set(sb)
+    unequal = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not unequal, f"tensors changed by the round trip: {unequal[:5]}"
+
+
+def logit_error(ours, theirs, ids, mask=None) -> float:
+    """Max abs difference of the logits at the real (unpadded) positions; both must vary."""
+    with torch.no_grad():
+        want = theirs(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
+        got = ours(ids, attention_mask=mask).logits  # (B, T, V)
+    keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()  # (B, T)
+    assert want[keep].std() > 0.1  # the comparison is not between two near-constant outputs
+    return (got - want)[keep].abs().max().item()
+
+
+def cached_decoding_error(model, ids, mask, prefill: int = 4):
+    """Prefill `prefill` tokens, then decode one at a time with the padding mask of all tokens so
+    far; returns (max abs error against one full forward at the real positions, the caches)."""
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits  # (B, T, V)
+        cache = model.new_cache()
+        steps = [model(ids[:, :prefill], attention_mask=mask[:, :prefill], cache=cache).logits]
+        for t in range(prefill, ids.size(1)):
+            steps.append(model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], cache=cache).logits)
+    return (torch.cat(steps, dim=1) - full)[mask.bool()].abs().max().item(), cache  # (B, T, V) compared
+
+
+def greedy_equals_hf_generate(ours, theirs, n_new: int = 8) -> bool:
+    """Our cached greedy decoding (one token per step) produces HF generate's tokens."""
+    prompt = torch.randint(1, INTEROP_VOCAB, (1, 5), generator=torch.Generator().manual_seed(2))  # (1, 5)
+    with torch.no_grad():
+        want = theirs.generate(prompt, max_new_tokens=n_new, do_sample=False, pad_token_id=0)
+        ids, cache = prompt, ours.new_cache()
+        out = ours(ids, cache=cache)
+        for _ in range(n_new):
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            ids = torch.cat([ids, nxt], dim=1)  # (1, T + 1)
+            out = ours(nxt, cache=cache)
+    return torch.equal(ids, want)
+
+
+def assert_round_trips(theirs) -> None:
+    """to_hf(from_hf(hf)) holds exactly hf's tensors and computes exactly its logits; from_hf of
+    that gives our config and tensors back."""
+    from course_lib.interop import from_hf, to_hf
+    ours = from_hf(theirs)
+    back = to_hf(ours)
+    assert type(back) is type(theirs)
+    sa, sb = back.state_dict(), theirs.state_dict()
+    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sb)
+    again = from_hf(back)
+    assert again.config == ours.config
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
+    ids, mask = ids_and_mask(INTEROP_VOCAB)
+    with torch.no_grad():
+        assert torch.equal(back(input_ids=ids, attention_mask=mask).logits,
+                           theirs(input_ids=ids, attention_mask=mask).logits)
+
+
+def to_hf_error(ours) -> float:
+    """Perturb a course_lib model, send it to HF: the logit error on a padded batch; and back."""
+    from course_lib.interop import from_hf, to_hf
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    theirs = to_hf(ours.eval())
+    assert from_hf(theirs).config == ours.config
+    return logit_error(ours, theirs, *ids_and_mask(INTEROP_VOCAB))

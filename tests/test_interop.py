@@ -22,7 +22,9 @@ from course_lib.moe import LlamaMoE
 from course_lib.positional import RopeScaling
 from course_lib.vit import ViTConfig, VisionTransformer
 
-V = 41
+from helpers import INTEROP_VOCAB, assert_same_state, max_err, padded_batch, perturbed, real_outputs
+
+V = INTEROP_VOCAB
 LLAMA = dict(vocab_size=V, hidden_size=24, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2)
 BERT = dict(vocab_size=V, hidden_size=24, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40,
@@ -114,58 +116,6 @@ EXAMPLES = {
 }
 CASES = [(family, case) for family, cases in EXAMPLES.items() for case in cases]
 TOL = 1e-5  # fp32 logits / hidden states, max abs difference
-
-
-def perturbed(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Move every weight off its initial value (norm gains off 1, biases off 0), so a swapped or
-    missing tensor shows; HF Mixtral's fused experts start as torch.empty, so they are drawn anew."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "experts" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-            else:
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model.eval()
-
-
-def padded_batch(kind: str):
-    """Two rows, one right-padded and one left-padded (attention_mask 0 = padding)."""
-    torch.manual_seed(1)
-    if kind == "image":
-        return {"pixel_values": torch.rand(3, 1, 8, 8)}
-    mask = torch.tensor([[1] * 6 + [0] * 3, [0] * 3 + [1] * 6])  # (B, T): right padding, left padding
-    batch = {"input_ids": torch.randint(1, V, (2, 9)) * mask, "attention_mask": mask}  # [PAD] = 0
-    if kind == "seq2seq":
-        batch |= {"decoder_input_ids": torch.randint(1, V, (2, 5)),
-                  "decoder_attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])}
-    return batch
-
-
-def real_outputs(model: nn.Module, batch: dict) -> torch.Tensor:
-    """The model's logits (or hidden states) at the real, unpadded positions only -> (N, V or C)."""
-    ours = not isinstance(model, hf.PreTrainedModel)
-    with torch.no_grad():
-        if "pixel_values" in batch:
-            return model(batch["pixel_values"]) if ours else model(**batch).logits
-        out = model(**batch)
-    y = getattr(out, "logits", None)
-    y = out.last_hidden_state if y is None else y  # (B, T, V or C)
-    real = batch.get("decoder_attention_mask", batch["attention_mask"]).bool()  # (B, T)
-    return y[real]
-
-
-def max_err(a: nn.Module, b: nn.Module, batch: dict) -> float:
-    ya, yb = real_outputs(a, batch), real_outputs(b, batch)
-    assert torch.isfinite(ya).all() and torch.isfinite(yb).all()
-    return (ya - yb).abs().max().item()
-
-
-def assert_same_state(a: nn.Module, b: nn.Module):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert set(sa) == set(sb)
-    unequal = [k for k in sa if not torch.equal(sa[k], sb[k])]
-    assert not unequal, f"tensors changed by the round trip: {unequal[:5]}"
 
 
 # --------------------------------------------------------------------------- the registry

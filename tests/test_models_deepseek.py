@@ -25,7 +25,7 @@ from course_lib.moe_deepseek import (DeepSeekMoE, DeepSeekMoEConfig, deepseek_mo
                                      group_limited_topk, sequence_balance_loss, update_bias)
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_interop import V, assert_same_state, max_err, padded_batch, perturbed  # noqa: E402
+from helpers import INTEROP_VOCAB as V, assert_same_state, max_err, padded_batch, perturbed  # noqa: E402
 
 TOL = 1e-5
 DEEPSEEK = dict(vocab_size=V, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=3,

@@ -10,14 +10,15 @@ from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm, Gemma3Text
 
 import course_lib.interop.gemma_gptoss  # noqa: F401  registers the gemma3 family
 from course_lib.config import ConfigError
-from course_lib.interop import from_hf, to_hf
+from course_lib.interop import from_hf
 from course_lib.models.gemma3 import (FULL, SLIDING, Gemma3, Gemma3Config, GemmaRMSNorm, embedding_scale,
                                       gemma3_1b_config, gemma3_params, interleaved_layer_types)
 from course_lib.positional import RopeScaling
 
-from helpers import ids_and_mask
+from helpers import (INTEROP_VOCAB, assert_round_trips, cached_decoding_error, greedy_equals_hf_generate,
+                     ids_and_mask, logit_error, to_hf_error)
 
-V = 41
+V = INTEROP_VOCAB
 TOL = 1e-5
 S, F = SLIDING, FULL
 BASE = dict(vocab_size=V, hidden_size=24, intermediate_size=40, num_hidden_layers=4, num_attention_heads=4,
@@ -47,69 +48,6 @@ def hf_gemma3(seed=0, **kw) -> hf.Gemma3ForCausalLM:
 
 
 # ------------------------------------------------ shared with tests/test_models_gpt_oss.py (same checks, other model)
-def logit_error(ours, theirs, ids, mask=None) -> float:
-    """Max abs difference of the logits at the real (unpadded) positions; both must vary."""
-    with torch.no_grad():
-        want = theirs(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-        got = ours(ids, attention_mask=mask).logits  # (B, T, V)
-    keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()  # (B, T)
-    assert want[keep].std() > 0.1  # the comparison is not between two near-constant outputs
-    return (got - want)[keep].abs().max().item()
-
-
-def cached_decoding_error(model, ids, mask, prefill: int = 4):
-    """Prefill `prefill` tokens, then decode one at a time with the padding mask of all tokens so
-    far; returns (max abs error against one full forward at the real positions, the caches)."""
-    with torch.no_grad():
-        full = model(ids, attention_mask=mask).logits  # (B, T, V)
-        cache = model.new_cache()
-        steps = [model(ids[:, :prefill], attention_mask=mask[:, :prefill], cache=cache).logits]
-        for t in range(prefill, ids.size(1)):
-            steps.append(model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], cache=cache).logits)
-    return (torch.cat(steps, dim=1) - full)[mask.bool()].abs().max().item(), cache  # (B, T, V) compared
-
-
-def greedy_equals_hf_generate(ours, theirs, n_new: int = 8) -> bool:
-    """Our cached greedy decoding (one token per step) produces HF generate's tokens."""
-    prompt = torch.randint(1, V, (1, 5), generator=torch.Generator().manual_seed(2))  # (1, 5)
-    with torch.no_grad():
-        want = theirs.generate(prompt, max_new_tokens=n_new, do_sample=False, pad_token_id=0)
-        ids, cache = prompt, ours.new_cache()
-        out = ours(ids, cache=cache)
-        for _ in range(n_new):
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
-            ids = torch.cat([ids, nxt], dim=1)  # (1, T + 1)
-            out = ours(nxt, cache=cache)
-    return torch.equal(ids, want)
-
-
-def assert_round_trips(theirs) -> None:
-    """to_hf(from_hf(hf)) holds exactly hf's tensors and computes exactly its logits; from_hf of
-    that gives our config and tensors back."""
-    ours = from_hf(theirs)
-    back = to_hf(ours)
-    assert type(back) is type(theirs)
-    sa, sb = back.state_dict(), theirs.state_dict()
-    assert set(sa) == set(sb) and all(torch.equal(sa[k], sb[k]) for k in sb)
-    again = from_hf(back)
-    assert again.config == ours.config
-    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ours.state_dict().values()))
-    ids, mask = ids_and_mask(V)
-    with torch.no_grad():
-        assert torch.equal(back(input_ids=ids, attention_mask=mask).logits,
-                           theirs(input_ids=ids, attention_mask=mask).logits)
-
-
-def to_hf_error(ours) -> float:
-    """Perturb a course_lib model, send it to HF: the logit error on a padded batch; and back."""
-    with torch.no_grad():
-        for p in ours.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    theirs = to_hf(ours.eval())
-    assert from_hf(theirs).config == ours.config
-    return logit_error(ours, theirs, *ids_and_mask(V))
-
-
 # --------------------------------------------------------------------------- parity with HF
 @pytest.mark.parametrize("name", CASES)
 def test_logits_match_hugging_face(name):

@@ -12,7 +12,7 @@ from course_lib.interop import FAMILIES, from_hf, to_hf
 from course_lib.models.olmo2 import Olmo2, Olmo2Config, olmo2_params
 from course_lib.models.qwen3 import Qwen3, Qwen3Config, Qwen3MoE, qwen3_8b_config, qwen3_moe_config, qwen3_params
 
-from test_interop import assert_same_state, perturbed  # weights off their defaults; tensor-by-tensor equality
+from helpers import assert_same_state, perturbed  # weights off their defaults; tensor-by-tensor equality
 
 V = 41
 BASE = dict(vocab_size=V, hidden_size=24, intermediate_size=40, num_hidden_layers=3, num_attention_heads=4,
