@@ -170,16 +170,20 @@ class MoEStats:
 
 class SparseMoE(nn.Module):
     """Top-k sparse mixture of SwiGLU experts, equal to Hugging Face's MixtralSparseMoeBlock
-    (whose router logits are ``.last.router_logits`` here). x (B, T, C) -> (B, T, C)."""
+    (whose router logits are ``.last.router_logits`` here). x (B, T, C) -> (B, T, C).
+    ``router_bias`` and ``expert`` (a function building one expert, (N, C) -> (N, C)) let a family
+    keep this dispatch with its own router and experts (GPT-OSS: a biased router, clamped SwiGLU)."""
 
     def __init__(self, d_model: int, d_ff: int, n_experts: int = 8, top_k: int = 2, *,
                  capacity_factor: float | None = None, n_shared_experts: int = 0,
-                 order: str = "softmax_topk", normalize: bool = True, activation: str = "silu"):
+                 order: str = "softmax_topk", normalize: bool = True, activation: str = "silu",
+                 router_bias: bool = False, expert=None):
         super().__init__()
         self.config = MoEConfig(d_model, d_ff, n_experts, top_k, capacity_factor, n_shared_experts,
                                 order, normalize, activation)
-        self.gate = nn.Linear(d_model, n_experts, bias=False)  # the router
-        self.experts = nn.ModuleList(GatedFeedForward(d_model, d_ff, activation) for _ in range(n_experts))
+        self.gate = nn.Linear(d_model, n_experts, bias=router_bias)  # the router
+        expert = expert or (lambda: GatedFeedForward(d_model, d_ff, activation))
+        self.experts = nn.ModuleList(expert() for _ in range(n_experts))
         self.shared_expert = (GatedFeedForward(d_model, d_ff * n_shared_experts, activation)
                               if n_shared_experts else None)  # s shared experts = one s-times wider FFN
         self.last: MoEStats | None = None

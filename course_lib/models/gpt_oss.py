@@ -117,10 +117,8 @@ class GptOssMoE(SparseMoE):
 
     def __init__(self, d_model: int, d_ff: int, n_experts: int, top_k: int, alpha: float = 1.702,
                  limit: float = 7.0):
-        super().__init__(d_model, 1, n_experts, top_k, order="topk_softmax")  # experts replaced below
-        self.config.d_ff = d_ff
-        self.gate = nn.Linear(d_model, n_experts)  # the router, with a bias
-        self.experts = nn.ModuleList(ClampedSwiGLU(d_model, d_ff, alpha, limit) for _ in range(n_experts))
+        super().__init__(d_model, d_ff, n_experts, top_k, order="topk_softmax", router_bias=True,
+                         expert=lambda: ClampedSwiGLU(d_model, d_ff, alpha, limit))
 
 
 # --------------------------------------------------------------------------- the model
