@@ -14,7 +14,6 @@ import inspect
 import json
 import os
 import signal
-import sys
 import threading
 import traceback
 from contextlib import contextmanager

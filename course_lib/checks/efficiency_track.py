@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from course_lib import quantization as ref_quant
 from course_lib.mod import MoDBlock, top_k_indices
 from .cases import Case, grade_function, randn
-from .core import Mismatch, call_learner, compare, diagnose, register
+from .core import Mismatch, call_learner, compare, register
 from .efficiency import _matches
 from .track_tensors import isolated
 

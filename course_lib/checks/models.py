@@ -9,7 +9,6 @@ import math
 import torch
 import torch.nn as nn
 
-from course_lib.attention import causal_mask
 from course_lib.models import t5 as ref_t5
 from course_lib.models.gpt import GPT, GPTConfig, gpt_block
 from course_lib.norms import LayerNorm

@@ -10,6 +10,7 @@ from collections import Counter
 
 import torch
 
+from course_lib.device import single_thread
 from .core import Mismatch, assert_unmodified, call_learner, compare, diagnose, register, snapshot
 
 
@@ -110,12 +111,8 @@ def random_spans_noise_mask(length, noise_density, mean_noise_span_length, gener
 def check_random_spans_noise_mask(learner):
     if not callable(learner):
         raise Mismatch(f"expected a function, got {type(learner).__name__}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # hundreds of calls on tensors of a few elements: a busy thread pool only slows them
-    try:
+    with single_thread():  # hundreds of calls on tensors of a few elements: a busy thread pool only slows them
         return _grade_mask(learner)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _grade_mask(learner):

@@ -19,6 +19,7 @@ import math
 import torch
 import torch.nn as nn
 
+from course_lib.device import single_thread
 from course_lib.generation import top_k_filter, top_p_filter
 from .core import LearnerError, Mismatch, NotAttempted, call_learner, register
 from .track_tensors import KV_CACHE_CODE  # part 2's cache: the printed generate runs on its own
@@ -68,12 +69,8 @@ def _one_thread(body):
     only wait for each other (measured: 12 s instead of 0.5 s for check_generate_cached)."""
     @functools.wraps(body)
     def run(learner):
-        n = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with single_thread():
             return body(learner)
-        finally:
-            torch.set_num_threads(n)
     return run
 
 

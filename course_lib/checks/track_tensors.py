@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import math
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from course_lib import positional as ref_pos
+from course_lib.device import single_thread
 from .cases import Case, grade_function, randn
 from .core import Mismatch, assert_unmodified, call_learner, compare, diagnose, register, snapshot
 from .positional import _rope_variant
@@ -109,22 +109,11 @@ class KVCache:
 '''
 
 
-@contextmanager
-def one_thread():
-    """The checks' tensors are tiny: one thread is faster than a thread pool that waits for busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def isolated(body):
     """Run a check's body on one thread and give the notebook back its own random state."""
     @functools.wraps(body)
     def wrapper(learner):
-        with torch.random.fork_rng(), one_thread():
+        with torch.random.fork_rng(), single_thread():
             return body(learner)
     return wrapper
 

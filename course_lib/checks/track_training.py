@@ -21,25 +21,14 @@ import io
 import math
 import os
 import tempfile
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.device import single_thread
 from .core import REGISTRY, Delegates, LearnerError, Mismatch, call_learner, register
 
-
-
-@contextmanager
-def _one_thread():
-    """The checks' tensors are tiny: one thread is fastest, and spares a busy machine's cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 # ================================================================== AdamW
@@ -314,7 +303,7 @@ def check_adamw(learner):
         used = REGISTRY["check_adamw"].forbid.forbidden(base)
         if used:
             raise Delegates([used], REGISTRY["check_adamw"].forbid)
-    with _one_thread():
+    with single_thread():
         return _grade_adamw(learner)
 
 
@@ -479,7 +468,7 @@ def check_param_groups(learner):
     cases = [("a small LLaMA-like model with a tied embedding, weight_decay=0.1", _TiedLM, 0.1, {"tok_emb.weight"}),
              ("an MLP with a LayerNorm, weight_decay=0.05", _MLP, 0.05, set())]
     for label, make, wd, either in cases:
-        with torch.random.fork_rng(), _one_thread():
+        with torch.random.fork_rng(), single_thread():
             torch.manual_seed(0)
             model = make()
         groups = call_learner(learner, model, wd)
@@ -814,7 +803,7 @@ def _check_training(train, folder: str) -> None:
                "and a run cut in two equals the run in one go.")
 def check_train_loop(learner):
     parts = _learner_parts(learner)
-    with torch.random.fork_rng(), _one_thread():  # the learner's notebook keeps its own random state
+    with torch.random.fork_rng(), single_thread():  # the learner's notebook keeps its own random state
         torch.manual_seed(0)
         _check_evaluate(parts["evaluate"])
         with tempfile.TemporaryDirectory() as folder:

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from course_lib.device import single_thread
 from .core import REGISTRY, Delegates, LearnerError, Mismatch, _same_nan_aware, call_learner, compare, register
-from .track_training import _one_thread
 
 
 # ================================================================== gradient accumulation
@@ -189,7 +189,7 @@ def _grads_match(a, b) -> bool:
 def check_accumulate_gradients(learner):
     if not callable(learner):
         raise Mismatch(f"expected a function, got {type(learner).__name__}")
-    with torch.random.fork_rng(), _one_thread():
+    with torch.random.fork_rng(), single_thread():
         cases = _accum_cases()
         learner_grads, ref_grads = [], []
         for label, model, stale, batches, ignore in cases:
@@ -752,7 +752,7 @@ def check_grad_scaler(learner):
         used = rules.forbidden(base)
         if used:
             raise Delegates([used], rules)
-    with torch.random.fork_rng(), _one_thread():
+    with torch.random.fork_rng(), single_thread():
         mine = []
         for k, name in enumerate(_ORDER):
             mine.append(_script_trace(name, learner, call_learner))
