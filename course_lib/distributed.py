@@ -67,6 +67,9 @@ def train(steps: int, global_batch: int, seq_len: int, lr: float, seed: int = 0)
             global_loss /= world
         losses.append(global_loss.item())
     if world > 1:
+        # Every process reaches this point before any tears down gloo: a process that exits while
+        # another's gloo threads still talk to it can abort that other process at shutdown.
+        dist.barrier()
         dist.destroy_process_group()
     return losses if rank == 0 else []
 
